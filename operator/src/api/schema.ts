@@ -119,7 +119,7 @@ export function packageUrl(field: string, options: Options) {
         `${field} must be an http://, https:// or ftp:// URL (other schemes such as file:// are not downloaded)`,
       ),
       rule(
-        "!isURL(self) || url(self).getHostname() != ''",
+        "!isURL(self) || !(url(self).getScheme() in ['http', 'https', 'ftp']) || url(self).getHostname() != ''",
         `${field} must name a host, as in https://example.org/pkg.tar.gz`,
       ),
       rule(
