@@ -1,8 +1,9 @@
 // The harness cleans up after itself: stop() ends both processes and removes the state dir, and a
 // test process that dies without stopping (a crash, SIGKILL) takes the API server and etcd along.
 import { spawn } from 'node:child_process';
-import { existsSync } from 'node:fs';
+import { existsSync, readFileSync } from 'node:fs';
 import { rm } from 'node:fs/promises';
+import { request } from 'node:https';
 import { createConnection } from 'node:net';
 import { join } from 'node:path';
 import { setTimeout as sleep } from 'node:timers/promises';
@@ -24,6 +25,47 @@ async function eventually(what: string, check: () => Promise<boolean>, timeoutMs
     if (Date.now() > deadline) throw new Error(`${what}: not within ${timeoutMs / 1000} s`);
     await sleep(100);
   }
+}
+
+interface Answer {
+  status: number;
+  body: string;
+}
+
+/** One request as the admin, trusting only the plane's CA; a watch resolves with its first event. */
+function api(plane: ControlPlane, method: string, path: string, body?: unknown, timeoutMs = 5000): Promise<Answer> {
+  return new Promise((resolve, reject) => {
+    const headers = { authorization: `Bearer ${plane.state.tokens.admin}`, 'content-type': 'application/json' };
+    const ca = readFileSync(plane.state.caCert);
+    const req = request(`${plane.state.server}${path}`, { method, ca, headers, timeout: timeoutMs }, (res) => {
+      let text = '';
+      res.setEncoding('utf8');
+      res.on('data', (chunk: string) => {
+        text += chunk;
+        if (path.includes('watch=1') && text.includes('\n')) {
+          resolve({ status: res.statusCode ?? 0, body: text.slice(0, text.indexOf('\n')) });
+          req.destroy();
+        }
+      });
+      res.on('end', () => resolve({ status: res.statusCode ?? 0, body: text }));
+    });
+    req.on('timeout', () => req.destroy(new Error(`no answer within ${timeoutMs} ms`)));
+    req.on('error', reject);
+    req.end(body === undefined ? undefined : JSON.stringify(body));
+  });
+}
+
+async function createConfigMap(plane: ControlPlane, name: string): Promise<string> {
+  const created = await api(plane, 'POST', '/api/v1/namespaces/default/configmaps', {
+    metadata: { name },
+    data: { greeting: 'hello' },
+  });
+  expect(created.status).toBe(201);
+  return (JSON.parse(created.body) as { metadata: { resourceVersion: string } }).metadata.resourceVersion;
+}
+
+function commandOf(pid: number): string {
+  return readFileSync(`/proc/${pid}/comm`, 'utf8').trim();
 }
 
 describe('control plane harness', () => {
@@ -65,5 +107,76 @@ describe('control plane harness', () => {
     await expect(ControlPlane.start({ binDir: '/nonexistent' })).rejects.toThrow(
       /etcd exited with status \d+ before it was ready/,
     );
+  });
+});
+
+describe('control plane disruptions', () => {
+  it('an API server stopped and started again serves the same data at the same URL', async () => {
+    const plane = await ControlPlane.start({ binDir });
+    try {
+      const { server, ports } = plane.state;
+      const before = plane.state.pids.apiserver;
+      // The binaries' own pids, not those of the shells that tie them to this process.
+      expect(commandOf(plane.state.pids.etcd)).toBe('etcd');
+      expect(commandOf(before)).toBe('kube-apiserver');
+      await createConfigMap(plane, 'survivor');
+
+      await plane.stopApiserver();
+      expect(await listening(ports.apiserver)).toBe(false);
+      expect(await listening(ports.etcd)).toBe(true);
+      await expect(api(plane, 'GET', '/readyz')).rejects.toThrow(/ECONNREFUSED/);
+
+      await plane.startApiserver();
+      expect(plane.state.server).toBe(server);
+      expect(plane.state.pids.apiserver).not.toBe(before);
+      expect(commandOf(plane.state.pids.apiserver)).toBe('kube-apiserver');
+      const read = await api(plane, 'GET', '/api/v1/namespaces/default/configmaps/survivor');
+      expect(read.status).toBe(200);
+      expect((JSON.parse(read.body) as { data: Record<string, string> }).data).toEqual({ greeting: 'hello' });
+    } finally {
+      await plane.stop();
+    }
+    expect(await listening(plane.state.ports.apiserver)).toBe(false);
+    expect(await listening(plane.state.ports.etcd)).toBe(false);
+  });
+
+  it('a paused API server accepts connections but does not answer until it is resumed', async () => {
+    const plane = await ControlPlane.start({ binDir });
+    try {
+      await plane.pauseApiserver();
+      expect(await listening(plane.state.ports.apiserver)).toBe(true);
+      await expect(api(plane, 'GET', '/readyz', undefined, 1000)).rejects.toThrow(/no answer within 1000 ms/);
+      plane.resumeApiserver();
+      expect(await api(plane, 'GET', '/readyz', undefined, 5000)).toEqual({ status: 200, body: 'ok' });
+      await plane.pauseApiserver();
+    } finally {
+      // stop() copes with a paused API server.
+      await plane.stop();
+    }
+    expect(await listening(plane.state.ports.apiserver)).toBe(false);
+  });
+
+  it('after an etcd compaction a watch from an older resourceVersion ends with 410 Expired', async () => {
+    // Without the watch cache the API server asks etcd itself, which no longer has the old revisions.
+    const plane = await ControlPlane.start({ binDir, extraApiserverArgs: ['--watch-cache=false'] });
+    try {
+      const old = await createConfigMap(plane, 'first');
+      // A watch from `old` starts at old+1, and etcd keeps the compaction revision itself: two more
+      // writes put old+1 before it (with one, the watch would just deliver the second ConfigMap).
+      await createConfigMap(plane, 'second');
+      await createConfigMap(plane, 'third');
+      const revision = await plane.compactEtcd();
+      expect(revision).toBeGreaterThan(Number(old) + 1);
+
+      const watch = await api(plane, 'GET', `/api/v1/namespaces/default/configmaps?watch=1&resourceVersion=${old}`);
+      // The watch itself is accepted; its first and only event says the resourceVersion is gone.
+      expect(watch.status).toBe(200);
+      expect(JSON.parse(watch.body)).toMatchObject({
+        type: 'ERROR',
+        object: { kind: 'Status', code: 410, reason: 'Expired' },
+      });
+    } finally {
+      await plane.stop();
+    }
   });
 });

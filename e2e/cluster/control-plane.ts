@@ -6,7 +6,7 @@ import { openSync, closeSync, readFileSync } from 'node:fs';
 import { mkdtemp, mkdir, readFile, rm, writeFile } from 'node:fs/promises';
 import { request } from 'node:https';
 import { request as httpRequest } from 'node:http';
-import { createServer } from 'node:net';
+import { createConnection, createServer } from 'node:net';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { setTimeout as sleep } from 'node:timers/promises';
@@ -27,6 +27,8 @@ export interface ControlPlaneOptions {
   users?: User[];
   detached?: boolean;
   readyTimeoutMs?: number;
+  /** Appended to kube-apiserver's arguments, e.g. `--watch-cache=false`. */
+  extraApiserverArgs?: string[];
 }
 
 /** What another process needs to reach (or stop) a running control plane. */
@@ -36,6 +38,7 @@ export interface ControlPlaneState {
   caCert: string;
   kubeconfig: string;
   tokens: Record<string, string>;
+  /** The binaries' own pids (not a wrapper's); apiserver is the latest one startApiserver() started. */
   pids: { etcd: number; apiserver: number };
   ports: { etcd: number; etcdPeer: number; apiserver: number };
   version: string;
@@ -58,23 +61,47 @@ export async function freePort(): Promise<number> {
 // happens when this process exits for any reason; a lost test run leaves no apiserver behind.
 // SIGTERM first; SIGKILL 3 s later, because an API server whose etcd is already gone (both are
 // told at once when we die) spends 15 s or more retrying etcd before it exits.
+// The shell writes the binary's pid to the file given as $1: signals such as SIGSTOP must reach the
+// binary, not the shell.
 const TIED =
-  'exec 3<&0; "$@" </dev/null & child=$!; ' +
+  'exec 3<&0; pidfile=$1; shift; "$@" </dev/null & child=$!; echo $child >"$pidfile"; ' +
   '(cat <&3 >/dev/null; kill $child 2>/dev/null; sleep 3; kill -9 $child 2>/dev/null) & wait $child';
 
-function launch(binary: string, args: string[], logFile: string, detached: boolean): ChildProcess {
-  const log = openSync(logFile, 'a');
+/** How to run one binary; kept so that the API server can be started again exactly as before. */
+interface Command {
+  binary: string;
+  args: string[];
+  logFile: string;
+  pidFile: string;
+}
+
+function launch(command: Command, detached: boolean): ChildProcess {
+  const log = openSync(command.logFile, 'a');
   try {
     if (detached) {
-      const child = spawn(binary, args, { detached: true, stdio: ['ignore', log, log] });
+      const child = spawn(command.binary, command.args, { detached: true, stdio: ['ignore', log, log] });
       child.unref();
       return child;
     }
     // Own process group, so stop() can take the shell, the binary and the watcher down together.
-    return spawn('sh', ['-c', TIED, 'sh', binary, ...args], { detached: true, stdio: ['pipe', log, log] });
+    return spawn('sh', ['-c', TIED, 'sh', command.pidFile, command.binary, ...command.args], {
+      detached: true,
+      stdio: ['pipe', log, log],
+    });
   } finally {
     closeSync(log);
   }
+}
+
+/** The binary's own pid: the child itself when detached, else what the tied shell wrote down. */
+async function binaryPid(child: ChildProcess, command: Command, detached: boolean): Promise<number> {
+  if (detached) return child.pid!;
+  for (let i = 0; i < 50; i++) {
+    const written = await readFile(command.pidFile, 'utf8').catch(() => '');
+    if (/^\d+\n$/.test(written)) return Number(written);
+    await sleep(100);
+  }
+  throw new Error(`no pid in ${command.pidFile}`);
 }
 
 function tail(file: string, lines = 25): string {
@@ -91,10 +118,15 @@ interface Probe {
 }
 
 function get(url: string, ca?: Buffer, token?: string): Promise<Probe> {
+  return call('GET', url, undefined, ca, token);
+}
+
+function call(method: string, url: string, body?: unknown, ca?: Buffer, token?: string): Promise<Probe> {
   return new Promise((resolve, reject) => {
-    const headers = token ? { authorization: `Bearer ${token}` } : {};
+    const headers: Record<string, string> = token ? { authorization: `Bearer ${token}` } : {};
+    if (body !== undefined) headers['content-type'] = 'application/json';
     const send = url.startsWith('https:') ? request : httpRequest;
-    const req = send(url, { ca, headers, timeout: 5000 }, (res) => {
+    const req = send(url, { method, ca, headers, timeout: 5000 }, (res) => {
       let body = '';
       res.setEncoding('utf8');
       res.on('data', (chunk: string) => (body += chunk));
@@ -102,7 +134,15 @@ function get(url: string, ca?: Buffer, token?: string): Promise<Probe> {
     });
     req.on('timeout', () => req.destroy(new Error('timeout')));
     req.on('error', reject);
-    req.end();
+    req.end(body === undefined ? undefined : JSON.stringify(body));
+  });
+}
+
+function listening(port: number): Promise<boolean> {
+  return new Promise((resolve) => {
+    const socket = createConnection({ host: '127.0.0.1', port });
+    socket.once('connect', () => (socket.destroy(), resolve(true)));
+    socket.once('error', () => resolve(false));
   });
 }
 
@@ -114,7 +154,7 @@ async function waitFor(
   timeoutMs: number,
 ): Promise<void> {
   const deadline = Date.now() + timeoutMs;
-  let exited: number | null = null;
+  let exited: number | null = process?.exitCode ?? (process?.signalCode ? -1 : null);
   process?.once('exit', (code) => (exited = code ?? -1));
   while (Date.now() < deadline) {
     if (exited !== null) throw new Error(`${what} exited with status ${exited} before it was ready:\n${tail(logFile)}`);
@@ -140,18 +180,54 @@ export function renderKubeconfig(server: string, caPem: string, user: string, to
   });
 }
 
+/** What the instance keeps to restart the API server like start() did. */
+interface Restart {
+  detached: boolean;
+  timeoutMs: number;
+  apiserver: Command;
+}
+
+function waitForApiserver(
+  state: ControlPlaneState,
+  ca: Buffer,
+  apiserver: ChildProcess,
+  logFile: string,
+  timeoutMs: number,
+): Promise<void> {
+  const token = state.tokens.admin!;
+  return waitFor(
+    'kube-apiserver',
+    async () => (await get(`${state.server}/readyz`, ca, token)).status === 200,
+    apiserver,
+    logFile,
+    timeoutMs,
+  );
+}
+
 export class ControlPlane {
   readonly state: ControlPlaneState;
   /** Milliseconds from start() to a ready API server. */
   readonly startupMs: number;
+  /** Running processes in start order (etcd first); stop() ends them in reverse. */
   private readonly processes: ChildProcess[];
   private readonly ownsDir: boolean;
+  private readonly restart: Restart;
+  private apiserver: ChildProcess | undefined;
+  private paused = false;
 
-  private constructor(state: ControlPlaneState, processes: ChildProcess[], ownsDir: boolean, startupMs: number) {
+  private constructor(
+    state: ControlPlaneState,
+    processes: ChildProcess[],
+    ownsDir: boolean,
+    startupMs: number,
+    restart: Restart,
+  ) {
     this.state = state;
     this.processes = processes;
     this.ownsDir = ownsDir;
     this.startupMs = startupMs;
+    this.restart = restart;
+    this.apiserver = processes.at(-1);
   }
 
   get kubeconfig(): string {
@@ -177,11 +253,10 @@ export class ControlPlane {
       );
       const ports = { etcd: await freePort(), etcdPeer: await freePort(), apiserver: await freePort() };
 
-      const etcdLog = join(dir, 'etcd.log');
       const etcdUrl = `http://127.0.0.1:${ports.etcd}`;
-      const etcd = launch(
-        join(options.binDir, 'etcd'),
-        [
+      const etcdCommand: Command = {
+        binary: join(options.binDir, 'etcd'),
+        args: [
           '--name=codebrowse',
           `--data-dir=${join(dir, 'etcd')}`,
           `--listen-client-urls=${etcdUrl}`,
@@ -192,17 +267,23 @@ export class ControlPlane {
           '--unsafe-no-fsync=true',
           '--log-level=warn',
         ],
-        etcdLog,
-        detached,
-      );
+        logFile: join(dir, 'etcd.log'),
+        pidFile: join(dir, 'etcd.pid'),
+      };
+      const etcd = launch(etcdCommand, detached);
       processes.push(etcd);
-      await waitFor('etcd', async () => (await get(`${etcdUrl}/health`)).status === 200, etcd, etcdLog, timeout);
+      await waitFor(
+        'etcd',
+        async () => (await get(`${etcdUrl}/health`)).status === 200,
+        etcd,
+        etcdCommand.logFile,
+        timeout,
+      );
 
-      const apiLog = join(dir, 'kube-apiserver.log');
       const server = `https://127.0.0.1:${ports.apiserver}`;
-      const apiserver = launch(
-        join(options.binDir, 'kube-apiserver'),
-        [
+      const apiserverCommand: Command = {
+        binary: join(options.binDir, 'kube-apiserver'),
+        args: [
           `--etcd-servers=${etcdUrl}`,
           '--bind-address=127.0.0.1',
           '--advertise-address=127.0.0.1',
@@ -221,23 +302,33 @@ export class ControlPlane {
           '--allow-privileged=true',
           '--profiling=false',
           '--v=1',
+          ...(options.extraApiserverArgs ?? []),
         ],
-        apiLog,
-        detached,
-      );
+        logFile: join(dir, 'kube-apiserver.log'),
+        pidFile: join(dir, 'kube-apiserver.pid'),
+      };
+      const apiserver = launch(apiserverCommand, detached);
       processes.push(apiserver);
       const ca = await readFile(pki.caCert);
       const adminToken = tokens.admin!;
-      await waitFor(
-        'kube-apiserver',
-        async () => (await get(`${server}/readyz`, ca, adminToken)).status === 200,
-        apiserver,
-        apiLog,
-        timeout,
-      );
-      const version = JSON.parse((await get(`${server}/version`, ca, adminToken)).body) as { gitVersion: string };
-
       const kubeconfig = join(dir, 'kubeconfig');
+      const state: ControlPlaneState = {
+        dir,
+        server,
+        caCert: pki.caCert,
+        kubeconfig,
+        tokens,
+        pids: {
+          etcd: await binaryPid(etcd, etcdCommand, detached),
+          apiserver: await binaryPid(apiserver, apiserverCommand, detached),
+        },
+        ports,
+        version: '',
+      };
+      await waitForApiserver(state, ca, apiserver, apiserverCommand.logFile, timeout);
+      const version = JSON.parse((await get(`${server}/version`, ca, adminToken)).body) as { gitVersion: string };
+      state.version = version.gitVersion;
+
       await writeFile(kubeconfig, renderKubeconfig(server, ca.toString(), 'admin', adminToken), { mode: 0o600 });
       for (const user of options.users ?? []) {
         await writeFile(
@@ -248,18 +339,12 @@ export class ControlPlane {
           },
         );
       }
-      const state: ControlPlaneState = {
-        dir,
-        server,
-        caCert: pki.caCert,
-        kubeconfig,
-        tokens,
-        pids: { etcd: etcd.pid!, apiserver: apiserver.pid! },
-        ports,
-        version: version.gitVersion,
-      };
       await writeFile(join(dir, 'state.json'), JSON.stringify(state, null, 2));
-      return new ControlPlane(state, processes, ownsDir, Date.now() - started);
+      return new ControlPlane(state, processes, ownsDir, Date.now() - started, {
+        detached,
+        timeoutMs: timeout,
+        apiserver: apiserverCommand,
+      });
     } catch (error) {
       await stopProcesses(processes);
       if (ownsDir && !process.env.CODEBROWSE_KEEP_CONTROL_PLANE) await rm(dir, { recursive: true, force: true });
@@ -271,9 +356,118 @@ export class ControlPlane {
     return user === 'admin' ? this.state.kubeconfig : join(this.state.dir, `kubeconfig-${user}`);
   }
 
+  /** Stops kube-apiserver only (etcd and its data stay); returns once it exited and its port is closed. */
+  async stopApiserver(): Promise<void> {
+    const apiserver = this.apiserver;
+    if (!apiserver) return;
+    this.resumeApiserver();
+    await stopProcesses([apiserver]);
+    this.processes.splice(this.processes.indexOf(apiserver), 1);
+    this.apiserver = undefined;
+    const deadline = Date.now() + 15_000;
+    while (await listening(this.state.ports.apiserver)) {
+      if (Date.now() > deadline)
+        throw new Error(`port ${this.state.ports.apiserver} still open after kube-apiserver exited`);
+      await sleep(100);
+    }
+  }
+
+  /** Starts kube-apiserver again with the arguments and port of start(); returns once it is ready. */
+  async startApiserver(): Promise<void> {
+    if (this.apiserver) throw new Error('kube-apiserver is already running');
+    const { detached, timeoutMs, apiserver: command } = this.restart;
+    await rm(command.pidFile, { force: true }); // else the last run's pid would be read back
+    const apiserver = launch(command, detached);
+    this.processes.push(apiserver);
+    this.apiserver = apiserver;
+    this.state.pids.apiserver = await binaryPid(apiserver, command, detached);
+    await writeFile(join(this.state.dir, 'state.json'), JSON.stringify(this.state, null, 2));
+    await waitForApiserver(this.state, await readFile(this.state.caCert), apiserver, command.logFile, timeoutMs);
+  }
+
+  /**
+   * A second kube-apiserver on the same etcd (as in an HA control plane), on its own port with
+   * the same certificates and users: for changing objects while the first one is down.
+   */
+  async startSecondApiserver(): Promise<{ server: string; kubeconfig: string; stop(): Promise<void> }> {
+    const { detached, timeoutMs, apiserver: first } = this.restart;
+    const port = await freePort();
+    const command: Command = {
+      binary: first.binary,
+      args: first.args.map((arg) => (arg.startsWith('--secure-port=') ? `--secure-port=${port}` : arg)),
+      logFile: join(this.state.dir, `kube-apiserver-${port}.log`),
+      pidFile: join(this.state.dir, `kube-apiserver-${port}.pid`),
+    };
+    const child = launch(command, detached);
+    this.processes.push(child);
+    const server = `https://127.0.0.1:${port}`;
+    const ca = await readFile(this.state.caCert);
+    const pid = await binaryPid(child, command, detached);
+    await waitForApiserver(
+      { ...this.state, server, pids: { ...this.state.pids, apiserver: pid } },
+      ca,
+      child,
+      command.logFile,
+      timeoutMs,
+    );
+    const kubeconfig = join(this.state.dir, `kubeconfig-${port}`);
+    await writeFile(kubeconfig, renderKubeconfig(server, ca.toString(), 'admin', this.state.tokens.admin!), {
+      mode: 0o600,
+    });
+    return {
+      server,
+      kubeconfig,
+      stop: async () => {
+        await stopProcesses([child]);
+        const index = this.processes.indexOf(child);
+        if (index >= 0) this.processes.splice(index, 1);
+      },
+    };
+  }
+
+  /** Freezes kube-apiserver (SIGSTOP): its port still accepts connections, but nothing answers. */
+  async pauseApiserver(): Promise<void> {
+    if (!this.apiserver) throw new Error('kube-apiserver is not running');
+    const pid = this.state.pids.apiserver;
+    process.kill(pid, 'SIGSTOP');
+    this.paused = true;
+    // The signal arrives asynchronously; a request sent before every thread stopped may be answered.
+    for (let i = 0; i < 50 && processState(pid) !== 'T'; i++) await sleep(20);
+  }
+
+  /** Lets a paused kube-apiserver run on (SIGCONT); does nothing when it is not paused. */
+  resumeApiserver(): void {
+    if (!this.paused) return;
+    this.paused = false;
+    try {
+      process.kill(this.state.pids.apiserver, 'SIGCONT');
+    } catch {
+      // already gone
+    }
+  }
+
+  /** Compacts etcd at its current revision (what kube-apiserver does every 5 minutes); returns it. */
+  async compactEtcd(): Promise<number> {
+    const etcdUrl = `http://127.0.0.1:${this.state.ports.etcd}`;
+    // Any key will do: the header of the answer carries the store's current revision.
+    const range = await call('POST', `${etcdUrl}/v3/kv/range`, { key: Buffer.from('/').toString('base64') });
+    if (range.status !== 200) throw new Error(`etcd range: HTTP ${range.status}: ${range.body}`);
+    const revision = (JSON.parse(range.body) as { header: { revision: string } }).header.revision;
+    const compaction = await call('POST', `${etcdUrl}/v3/kv/compaction`, { revision, physical: true });
+    // Already compacted at this revision (nothing was written since the last call): nothing to do.
+    if (compaction.status === 400 && compaction.body.includes('required revision has been compacted'))
+      return Number(revision);
+    if (compaction.status !== 200)
+      throw new Error(`etcd compaction at ${revision}: HTTP ${compaction.status}: ${compaction.body}`);
+    return Number(revision);
+  }
+
   /** Stops the API server and etcd and removes the state dir (unless it was given). */
   async stop(): Promise<void> {
+    this.resumeApiserver();
     await stopProcesses([...this.processes].reverse());
+    this.processes.length = 0;
+    this.apiserver = undefined;
     if (this.ownsDir && !process.env.CODEBROWSE_KEEP_CONTROL_PLANE)
       await rm(this.state.dir, { recursive: true, force: true });
   }
@@ -311,6 +505,16 @@ export async function stopDetached(state: ControlPlaneState): Promise<void> {
     if (isAlive(pid)) process.kill(pid, 'SIGKILL');
   }
   await rm(state.dir, { recursive: true, force: true });
+}
+
+/** The state letter of /proc/<pid>/stat ('T' when stopped), or undefined when unknown. */
+function processState(pid: number): string | undefined {
+  try {
+    const stat = readFileSync(`/proc/${pid}/stat`, 'utf8');
+    return stat.slice(stat.lastIndexOf(')') + 2)[0];
+  } catch {
+    return undefined;
+  }
 }
 
 export function isAlive(pid: number): boolean {

@@ -1,0 +1,181 @@
+#!/usr/bin/env node
+// codebrowse: one program, one role per process (DESIGN.md, "Processes").
+import { hostname } from 'node:os';
+import { randomBytes } from 'node:crypto';
+import { parseArgs } from 'node:util';
+import { KubeConfig } from '@kubernetes/client-node';
+import { KubeClient } from './runtime/client.ts';
+import { createLogger } from './runtime/log.ts';
+import { Manager } from './runtime/manager.ts';
+import { OperatorMetrics } from './runtime/metrics.ts';
+import { registerControllers } from './controllers/index.ts';
+
+const USAGE = `Usage: codebrowse <role> [flags]
+
+Roles:
+  operator    reconciles ServerPools, DownloadRequests and BrowseSessions (leader-elected)
+
+Run 'codebrowse <role> --help' for the flags of a role.
+`;
+
+const OPERATOR_USAGE = `Usage: codebrowse operator [flags]
+
+Reconciles codebrowse's custom resources. Several replicas may run: they elect a leader on a
+coordination.k8s.io Lease and only the leader reconciles; the others keep warm caches.
+
+Flags:
+  --kubeconfig PATH                 kubeconfig to use (default: $KUBECONFIG, ~/.kube/config, or in-cluster)
+  --http-address HOST:PORT          serve /metrics, /healthz and /readyz here (default :8080)
+  --[no-]leader-elect               elect a leader before reconciling (default on)
+  --leader-election-namespace NS    namespace of the Lease (default $POD_NAMESPACE or codebrowse-system)
+  --leader-election-id NAME         name of the Lease (default codebrowse-operator)
+  --lease-duration DURATION         how long a silent leader keeps the Lease (default 15s)
+  --renew-deadline DURATION         a leader that cannot renew for this long stops (default 10s)
+  --retry-period DURATION           how often to try to acquire or renew (default 2s)
+  --identity NAME                   our name in the Lease and in Events (default $POD_NAME or host_random)
+  --workers N                       reconciles in parallel per controller (default 2)
+  --log-level LEVEL                 fatal, error, warn, info, debug, trace or silent (default info)
+  -h, --help                        show this help
+
+Signals: SIGTERM or SIGINT stop taking work, finish the reconciles in flight, release the Lease
+and exit 0. A process that loses the Lease stops reconciling at once and exits 1.
+`;
+
+export class UsageError extends Error {}
+
+/** "15s", "1m30s", "500ms", "2h" → milliseconds. */
+export function parseDuration(flag: string, text: string): number {
+  const units: Record<string, number> = { ms: 1, s: 1000, m: 60_000, h: 3_600_000 };
+  const parts = [...text.matchAll(/(\d+(?:\.\d+)?)(ms|s|m|h)/g)];
+  if (!text || parts.map((p) => p[0]).join('') !== text)
+    throw new UsageError(`${flag} ${JSON.stringify(text)}: not a duration; write it like 15s, 1m30s or 500ms`);
+  return parts.reduce((sum, [, value, unit]) => sum + Number(value) * units[unit!]!, 0);
+}
+
+function positiveInteger(flag: string, text: string): number {
+  const value = Number(text);
+  if (!Number.isInteger(value) || value < 1) throw new UsageError(`${flag} ${text}: needs a whole number of 1 or more`);
+  return value;
+}
+
+async function runOperator(argv: string[]): Promise<number> {
+  const { values } = parseArgs({
+    args: argv,
+    allowNegative: true,
+    options: {
+      kubeconfig: { type: 'string' },
+      'http-address': { type: 'string', default: ':8080' },
+      'leader-elect': { type: 'boolean', default: true },
+      'leader-election-namespace': { type: 'string', default: process.env.POD_NAMESPACE || 'codebrowse-system' },
+      'leader-election-id': { type: 'string', default: 'codebrowse-operator' },
+      'lease-duration': { type: 'string', default: '15s' },
+      'renew-deadline': { type: 'string', default: '10s' },
+      'retry-period': { type: 'string', default: '2s' },
+      identity: { type: 'string', default: process.env.POD_NAME || `${hostname()}_${randomBytes(4).toString('hex')}` },
+      workers: { type: 'string', default: '2' },
+      'log-level': { type: 'string', default: 'info' },
+      help: { type: 'boolean', short: 'h' },
+    },
+  });
+  if (values.help) {
+    process.stdout.write(OPERATOR_USAGE);
+    return 0;
+  }
+  let log;
+  try {
+    log = createLogger(values['log-level']);
+  } catch (error) {
+    throw new UsageError((error as Error).message);
+  }
+  const leaseDurationMs = parseDuration('--lease-duration', values['lease-duration']);
+  const renewDeadlineMs = parseDuration('--renew-deadline', values['renew-deadline']);
+  const retryPeriodMs = parseDuration('--retry-period', values['retry-period']);
+  const workers = positiveInteger('--workers', values.workers);
+
+  const kc = new KubeConfig();
+  if (values.kubeconfig) kc.loadFromFile(values.kubeconfig);
+  else kc.loadFromDefault();
+  const client = new KubeClient(kc, 'codebrowse-operator');
+  const metrics = new OperatorMetrics({ processMetrics: true });
+  const identity = values.identity;
+  let exitCode = 0;
+  const manager = new Manager({
+    client,
+    log: log.child({ identity }),
+    metrics,
+    identity,
+    httpAddress: values['http-address'],
+    leaderElection: values['leader-elect']
+      ? {
+          namespace: values['leader-election-namespace'],
+          name: values['leader-election-id'],
+          leaseDurationMs,
+          renewDeadlineMs,
+          retryPeriodMs,
+        }
+      : false,
+    onLeadershipLost: () => {
+      // Like controller-runtime: a replica that lost the lease may hold stale intentions; the
+      // Deployment restarts it as a clean candidate.
+      log.error('leader lease lost: exiting');
+      exitCode = 1;
+      void manager.stop().then(() => process.exit(1));
+    },
+  });
+  registerControllers(manager, { workers });
+
+  const stopped = new Promise<void>((resolve) => {
+    let signals = 0;
+    const onSignal = (signal: string): void => {
+      if (++signals > 1) {
+        log.warn({ signal }, 'second signal: exiting now');
+        process.exit(1);
+      }
+      log.info({ signal }, 'shutting down');
+      void manager.stop().then(resolve);
+    };
+    process.on('SIGTERM', () => onSignal('SIGTERM'));
+    process.on('SIGINT', () => onSignal('SIGINT'));
+  });
+  process.on('unhandledRejection', (reason) => {
+    log.error({ err: reason instanceof Error ? reason.stack : String(reason) }, 'unhandled rejection (kept running)');
+  });
+  await manager.start();
+  log.info(
+    { leaderElection: values['leader-elect'], httpAddress: manager.httpAddress, workers },
+    'codebrowse operator started',
+  );
+  await stopped;
+  return exitCode;
+}
+
+export async function main(argv: string[]): Promise<number> {
+  const [role, ...rest] = argv;
+  try {
+    switch (role) {
+      case 'operator':
+        return await runOperator(rest);
+      case undefined:
+      case '-h':
+      case '--help':
+      case 'help':
+        process.stdout.write(USAGE);
+        return role === undefined ? 2 : 0;
+      default:
+        process.stderr.write(`codebrowse: unknown role ${JSON.stringify(role)}\n\n${USAGE}`);
+        return 2;
+    }
+  } catch (error) {
+    if (
+      error instanceof UsageError ||
+      (error instanceof Error && 'code' in error && String(error.code).startsWith('ERR_PARSE_ARGS'))
+    ) {
+      process.stderr.write(`codebrowse ${role}: ${error.message}\nRun 'codebrowse ${role} --help' for the flags.\n`);
+      return 2;
+    }
+    process.stderr.write(`codebrowse ${role}: ${error instanceof Error ? error.message : String(error)}\n`);
+    return 1;
+  }
+}
+
+if (import.meta.main) process.exitCode = await main(process.argv.slice(2));
