@@ -71,6 +71,10 @@ test: deps k8s-bin check ## everything the tests need, then every test (against 
 	$(JEST) --json --outputFile=$(RESULTS) $(TEST_ARGS) || status=$$?; \
 	$(NODE) e2e/test-summary.ts $(RESULTS); exit $${status:-0}
 
+.PHONY: bench
+bench: deps ## benchmarks: figures next to a baseline measured in the same run (bench/*/*-bench.ts)
+	@for f in bench/*/*-bench.ts; do echo "== $$f"; $(NODE) $$f || exit 1; done
+
 .PHONY: cluster-up
 cluster-up: deps k8s-bin ## start a local etcd + kube-apiserver with the CRDs; prints the kubeconfig
 	$(NODE) e2e/cluster/cli.ts up

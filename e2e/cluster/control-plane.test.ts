@@ -7,7 +7,7 @@ import { request } from 'node:https';
 import { createConnection } from 'node:net';
 import { join } from 'node:path';
 import { setTimeout as sleep } from 'node:timers/promises';
-import { ControlPlane, type ControlPlaneState } from './control-plane.ts';
+import { ControlPlane, type ControlPlaneState, isAlive } from './control-plane.ts';
 
 const binDir = process.env.CODEBROWSE_BIN_DIR ?? '';
 
@@ -69,14 +69,16 @@ function commandOf(pid: number): string {
 }
 
 describe('control plane harness', () => {
-  it('stop() ends etcd and kube-apiserver and removes the state dir', async () => {
-    const plane = await ControlPlane.start({ binDir });
-    const { ports, dir } = plane.state;
+  it('stop() ends etcd, kube-apiserver and kwok and removes the state dir', async () => {
+    const plane = await ControlPlane.start({ binDir, kwok: true });
+    const { ports, dir, pids } = plane.state;
     expect(await listening(ports.apiserver)).toBe(true);
     expect(await listening(ports.etcd)).toBe(true);
+    expect(commandOf(pids.kwok!)).toBe('kwok');
     await plane.stop();
     expect(await listening(ports.apiserver)).toBe(false);
     expect(await listening(ports.etcd)).toBe(false);
+    expect(isAlive(pids.kwok!)).toBe(false);
     expect(existsSync(dir)).toBe(false);
   });
 

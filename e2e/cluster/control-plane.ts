@@ -9,6 +9,7 @@ import { request as httpRequest } from 'node:http';
 import { createConnection, createServer } from 'node:net';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
+import { fileURLToPath } from 'node:url';
 import { setTimeout as sleep } from 'node:timers/promises';
 import { stringify } from 'yaml';
 import { createPki, newToken, type Pki } from './pki.ts';
@@ -29,7 +30,12 @@ export interface ControlPlaneOptions {
   readyTimeoutMs?: number;
   /** Appended to kube-apiserver's arguments, e.g. `--watch-cache=false`. */
   extraApiserverArgs?: string[];
+  /** Also run kwok, which makes nodes annotated kwok.x-k8s.io/node=fake Ready (KWOK_NODE_ANNOTATION). */
+  kwok?: boolean;
 }
+
+/** Nodes carrying this annotation (value "fake") are played by kwok. */
+export const KWOK_NODE_ANNOTATION = 'kwok.x-k8s.io/node';
 
 /** What another process needs to reach (or stop) a running control plane. */
 export interface ControlPlaneState {
@@ -39,7 +45,7 @@ export interface ControlPlaneState {
   kubeconfig: string;
   tokens: Record<string, string>;
   /** The binaries' own pids (not a wrapper's); apiserver is the latest one startApiserver() started. */
-  pids: { etcd: number; apiserver: number };
+  pids: { etcd: number; apiserver: number; kwok?: number };
   ports: { etcd: number; etcdPeer: number; apiserver: number };
   version: string;
 }
@@ -227,7 +233,7 @@ export class ControlPlane {
     this.ownsDir = ownsDir;
     this.startupMs = startupMs;
     this.restart = restart;
-    this.apiserver = processes.at(-1);
+    this.apiserver = processes[1];
   }
 
   get kubeconfig(): string {
@@ -338,6 +344,22 @@ export class ControlPlane {
             mode: 0o600,
           },
         );
+      }
+      if (options.kwok) {
+        const kwokCommand: Command = {
+          binary: join(options.binDir, 'kwok'),
+          args: [
+            `--kubeconfig=${kubeconfig}`,
+            `--config=${fileURLToPath(new URL('kwok-stages.yaml', import.meta.url))}`,
+            `--manage-nodes-with-annotation-selector=${KWOK_NODE_ANNOTATION}=fake`,
+            '--node-ip=127.0.0.1',
+          ],
+          logFile: join(dir, 'kwok.log'),
+          pidFile: join(dir, 'kwok.pid'),
+        };
+        const kwok = launch(kwokCommand, detached);
+        processes.push(kwok);
+        state.pids.kwok = await binaryPid(kwok, kwokCommand, detached);
       }
       await writeFile(join(dir, 'state.json'), JSON.stringify(state, null, 2));
       return new ControlPlane(state, processes, ownsDir, Date.now() - started, {
@@ -495,7 +517,8 @@ async function stopProcesses(processes: ChildProcess[]): Promise<void> {
 
 /** Stops a detached control plane from its state file (what `make cluster-down` does). */
 export async function stopDetached(state: ControlPlaneState): Promise<void> {
-  for (const pid of [state.pids.apiserver, state.pids.etcd]) {
+  for (const pid of [state.pids.kwok, state.pids.apiserver, state.pids.etcd]) {
+    if (pid === undefined) continue;
     try {
       process.kill(pid, 'SIGTERM');
     } catch {

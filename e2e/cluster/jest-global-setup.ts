@@ -18,7 +18,7 @@ export default async function globalSetup(): Promise<void> {
     return;
   }
   const binDir = await resolveBinaries();
-  const plane = await ControlPlane.start({ binDir, users: TEST_USERS });
+  const plane = await ControlPlane.start({ binDir, users: TEST_USERS, kwok: true });
   (globalThis as { __controlPlane?: ControlPlane }).__controlPlane = plane;
   const kc = new KubeConfig();
   kc.loadFromFile(plane.kubeconfig);

@@ -9,6 +9,7 @@ import { createLogger } from './runtime/log.ts';
 import { Manager } from './runtime/manager.ts';
 import { OperatorMetrics } from './runtime/metrics.ts';
 import { registerControllers } from './controllers/index.ts';
+import { durationMs } from './api/duration.ts';
 
 const USAGE = `Usage: codebrowse <role> [flags]
 
@@ -45,11 +46,10 @@ export class UsageError extends Error {}
 
 /** "15s", "1m30s", "500ms", "2h" → milliseconds. */
 export function parseDuration(flag: string, text: string): number {
-  const units: Record<string, number> = { ms: 1, s: 1000, m: 60_000, h: 3_600_000 };
-  const parts = [...text.matchAll(/(\d+(?:\.\d+)?)(ms|s|m|h)/g)];
-  if (!text || parts.map((p) => p[0]).join('') !== text)
+  const ms = durationMs(text);
+  if (ms === undefined)
     throw new UsageError(`${flag} ${JSON.stringify(text)}: not a duration; write it like 15s, 1m30s or 500ms`);
-  return parts.reduce((sum, [, value, unit]) => sum + Number(value) * units[unit!]!, 0);
+  return ms;
 }
 
 function positiveInteger(flag: string, text: string): number {

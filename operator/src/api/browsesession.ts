@@ -177,6 +177,9 @@ export const BrowseSessionStatus = Type.Object(
     readyAt: Type.Optional(timestamp({ description: 'When the session became Ready.' })),
     expiresAt: Type.Optional(timestamp({ description: 'When the VM is torn down: readyAt + duration.' })),
     schedulingAttempts: Type.Optional(Type.Integer({ minimum: 0, description: 'Placement attempts so far.' })),
+    schedulingRetryAt: Type.Optional(
+      timestamp({ description: 'When placement is tried again after no node had room (randomized backoff).' }),
+    ),
     packages: Type.Optional(
       Type.Array(PackageStatus, {
         maxItems: 256,

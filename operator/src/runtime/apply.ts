@@ -131,13 +131,21 @@ export class Writer {
     type: ResourceType,
     object: T,
     status: Record<string, unknown>,
+    options: { precondition?: boolean } = {},
   ): Promise<{ object: T; written: boolean }> {
     const old = (object.status ?? {}) as Record<string, unknown>;
     const wanted = JSON.parse(JSON.stringify(status)) as Record<string, unknown>; // drops undefined fields
     if (isDeepStrictEqual(old, wanted)) return { object, written: false };
-    const patch = mergePatchBetween(old, wanted);
+    const patch: Record<string, unknown> = { status: mergePatchBetween(old, wanted) };
+    // With a precondition the write fails (409) unless the object is still the version we read:
+    // for decisions that must not be made twice, such as handing out an address.
+    if (options.precondition) {
+      if (!object.metadata.resourceVersion)
+        throw new Error(`${type.kind} ${object.metadata.name}: no resourceVersion to make the change conditional on`);
+      patch.metadata = { resourceVersion: object.metadata.resourceVersion };
+    }
     const { name, namespace } = object.metadata;
-    const updated = await this.client.mergePatch<T>(type, name!, namespace, { status: patch }, 'status');
+    const updated = await this.client.mergePatch<T>(type, name!, namespace, patch, 'status');
     return { object: this.wrote(type, updated), written: true };
   }
 

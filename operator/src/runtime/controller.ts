@@ -4,13 +4,16 @@
 import { isDeepStrictEqual } from 'node:util';
 import type { Logger } from 'pino';
 import { type Writer } from './apply.ts';
-import type { KubeClient, KubeObject } from './client.ts';
+import { type KubeClient, type KubeObject, isConflict } from './client.ts';
 import { type Condition, setCondition } from './conditions.ts';
 import type { EventRecorder, EventType } from './events.ts';
 import { type Informer, type InformerOptions, objectKey } from './informer.ts';
 import type { OperatorMetrics } from './metrics.ts';
 import type { ResourceType } from './resources.ts';
 import { WorkQueue, type WorkQueueOptions } from './workqueue.ts';
+
+/** How soon a reconcile that hit a write conflict runs again (the cache is usually fresh by then). */
+const CONFLICT_RETRY_MS = 200;
 
 export interface ReconcileResult {
   /** Reconcile this key again after this long (timed work: expiry, polling an external system). */
@@ -202,6 +205,14 @@ export class Controller<T extends KubeObject = KubeObject> {
         this.queue.addAfter(key, result.requeueAfterMs);
       metrics.reconcileTotal.inc({ controller: this.name, result: result.requeueAfterMs ? 'requeue' : 'success' });
     } catch (error) {
+      if (isConflict(error) && !this.abort.signal.aborted) {
+        // Our copy was stale (someone wrote in between): the cache catches up in a moment; try
+        // again then. Not a failure a human needs to hear about.
+        metrics.reconcileTotal.inc({ controller: this.name, result: 'conflict' });
+        log.debug('conflict: object changed since it was read; reconciling again');
+        this.queue.addAfter(key, CONFLICT_RETRY_MS);
+        return;
+      }
       const message = error instanceof Error ? error.message : String(error);
       metrics.reconcileTotal.inc({ controller: this.name, result: 'error' });
       metrics.reconcileErrors.inc({ controller: this.name });

@@ -124,7 +124,8 @@ export class Informer<T extends KubeObject = KubeObject> {
    * past this resourceVersion retires it.
    */
   observeWrite(object: T): void {
-    if (!this.synced || this.options.labelSelector) return;
+    if (!this.synced) return;
+    if (this.options.labelSelector && !matchesLabelSelector(object.metadata.labels, this.options.labelSelector)) return;
     if (this.options.namespace && object.metadata.namespace !== this.options.namespace) return;
     const key = objectKey(object);
     const newest = this.get(key);
@@ -306,6 +307,27 @@ export class Informer<T extends KubeObject = KubeObject> {
       this.stopController.signal.removeEventListener('abort', onStop);
     }
   }
+}
+
+/**
+ * Whether labels match an equality-based selector ("a=b,c!=d,e,!f"). A set-based selector
+ * ("in", "notin") is not understood here: false, so such a cache simply waits for the watch.
+ */
+export function matchesLabelSelector(labels: Record<string, string> | undefined, selector: string): boolean {
+  const have = labels ?? {};
+  return selector
+    .split(',')
+    .map((term) => term.trim())
+    .filter(Boolean)
+    .every((term) => {
+      if (/\s(in|notin)\s/.test(term) || term.includes('(')) return false;
+      const unequal = term.match(/^([^!=]+)!=(.*)$/);
+      if (unequal) return have[unequal[1]!.trim()] !== unequal[2]!.trim();
+      const equal = term.match(/^([^!=]+)==?(.*)$/);
+      if (equal) return have[equal[1]!.trim()] === equal[2]!.trim();
+      if (term.startsWith('!')) return !(term.slice(1).trim() in have);
+      return term in have;
+    });
 }
 
 /** Waits ms, or less when the signal aborts; never throws. */

@@ -1,0 +1,130 @@
+// What the controller tests share: the operator's controllers running in the test process against
+// the real API server, kwok nodes, pools and sessions. Every object of a test carries the label
+// codebrowse.test/scope=<scope> and the operator of that test watches only such objects, so test
+// files running side by side on one cluster do not see each other's pools and nodes.
+import { randomBytes } from 'node:crypto';
+import { KWOK_NODE_ANNOTATION } from '../../../e2e/cluster/control-plane.ts';
+import type { BrowseSessionSpec } from '../../src/api/browsesession.ts';
+import type { BrowseSession, Node, ServerPool } from '../../src/api/objects.ts';
+import type { ServerPoolSpec } from '../../src/api/serverpool.ts';
+import { registerControllers } from '../../src/controllers/index.ts';
+import type { KubeClient } from '../../src/runtime/client.ts';
+import { Manager } from '../../src/runtime/manager.ts';
+import { OperatorMetrics } from '../../src/runtime/metrics.ts';
+import { Resources } from '../../src/runtime/resources.ts';
+import { eventually, testLogger } from '../runtime/harness.ts';
+
+export const SCOPE_LABEL = 'codebrowse.test/scope';
+/** The label a test's pools select nodes by (apart from the scope, so a node can leave a pool and stay seen). */
+export const SERVES_LABEL = 'codebrowse.test/serves';
+
+export interface World {
+  scope: string;
+  client: KubeClient;
+  manager: Manager;
+  node(name: string, labels?: Record<string, string>): Promise<Node>;
+  /** kwok lets go of the node and it reports NotReady since `sinceMs` ago. */
+  makeNotReady(name: string, sinceMs?: number): Promise<void>;
+  pool(name: string, spec: Partial<ServerPoolSpec> & Pick<ServerPoolSpec, 'addresses'>): Promise<ServerPool>;
+  session(namespace: string, name: string, spec: Partial<BrowseSessionSpec> & { pool: string }): Promise<BrowseSession>;
+  stop(): Promise<void>;
+}
+
+export function uniqueName(prefix: string): string {
+  return `${prefix}-${randomBytes(3).toString('hex')}`;
+}
+
+export async function startWorld(client: KubeClient, options: { random?: () => number } = {}): Promise<World> {
+  const scope = uniqueName('scope');
+  const labels = { [SCOPE_LABEL]: scope };
+  const manager = new Manager({
+    client,
+    log: testLogger(),
+    metrics: new OperatorMetrics(),
+    identity: `test-${scope}`,
+    httpAddress: false,
+    leaderElection: false,
+    informerDefaults: { labelSelector: `${SCOPE_LABEL}=${scope}` },
+  });
+  registerControllers(manager, { workers: 2, random: options.random });
+  await manager.start();
+  const nodes: string[] = [];
+  const pools: string[] = [];
+
+  return {
+    scope,
+    client,
+    manager,
+    async node(name, extra = {}) {
+      nodes.push(name);
+      await client.create<Node>(Resources.Node, {
+        metadata: {
+          name,
+          labels: { ...labels, [SERVES_LABEL]: scope, ...extra },
+          annotations: { [KWOK_NODE_ANNOTATION]: 'fake' },
+        },
+        spec: {},
+      });
+      return eventually(`kwok makes node ${name} Ready`, async () => {
+        const node = await client.get<Node>(Resources.Node, name);
+        return node?.status?.conditions?.some((c) => c.type === 'Ready' && c.status === 'True') ? node : undefined;
+      });
+    },
+    async makeNotReady(name, sinceMs = 0) {
+      await client.mergePatch(Resources.Node, name, undefined, {
+        metadata: { annotations: { [KWOK_NODE_ANNOTATION]: null } },
+      });
+      // Rounded up to the second the API server keeps, so the grace period is never cut short.
+      const since = new Date(Math.ceil((Date.now() - sinceMs) / 1000) * 1000).toISOString().replace(/\.\d+Z$/, 'Z');
+      await client.mergePatch(
+        Resources.Node,
+        name,
+        undefined,
+        {
+          status: {
+            conditions: [
+              {
+                type: 'Ready',
+                status: 'Unknown',
+                reason: 'NodeStatusUnknown',
+                message: 'Kubelet stopped posting node status.',
+                lastTransitionTime: since,
+                lastHeartbeatTime: since,
+              },
+            ],
+          },
+        },
+        'status',
+      );
+    },
+    async pool(name, spec) {
+      pools.push(name);
+      return client.create<ServerPool>(Resources.ServerPool, {
+        metadata: { name, labels },
+        spec: {
+          nodeSelector: { [SERVES_LABEL]: scope },
+          images: [{ name: 'debian-12', os: 'linux', snapshot: 'debian-12-golden' }],
+          dns: { zone: 'sessions.example.org' },
+          ...spec,
+        } as ServerPoolSpec,
+      });
+    },
+    async session(namespace, name, spec) {
+      return client.create<BrowseSession>(Resources.BrowseSession, {
+        metadata: { name, namespace, labels },
+        spec: {
+          user: name,
+          email: `${name}@example.org`,
+          os: 'linux',
+          packages: [{ url: 'https://example.org/hello.tar.gz' }],
+          ...spec,
+        } as BrowseSessionSpec,
+      });
+    },
+    async stop() {
+      await manager.stop();
+      for (const name of nodes) await client.delete(Resources.Node, name).catch(() => undefined);
+      for (const name of pools) await client.delete(Resources.ServerPool, name).catch(() => undefined);
+    },
+  };
+}
