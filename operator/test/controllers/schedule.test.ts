@@ -37,12 +37,16 @@ describe('pickNode', () => {
 
   it('always returns a node with room when there is one', () => {
     fc.assert(
-      fc.property(fc.array(fc.nat(3), { maxLength: 50 }), fc.double({ min: 0, max: 0.999999, noNaN: true }), (frees, r) => {
-        const nodes = frees.map((free, i) => ({ name: `n${i}`, free }));
-        const picked = pickNode(nodes, () => r);
-        if (frees.some((f) => f > 0)) expect(nodes.find((n) => n.name === picked)!.free).toBeGreaterThan(0);
-        else expect(picked).toBeUndefined();
-      }),
+      fc.property(
+        fc.array(fc.nat(3), { maxLength: 50 }),
+        fc.double({ min: 0, max: 0.999999, noNaN: true }),
+        (frees, r) => {
+          const nodes = frees.map((free, i) => ({ name: `n${i}`, free }));
+          const picked = pickNode(nodes, () => r);
+          if (frees.some((f) => f > 0)) expect(nodes.find((n) => n.name === picked)!.free).toBeGreaterThan(0);
+          else expect(picked).toBeUndefined();
+        },
+      ),
     );
   });
 });
