@@ -10,13 +10,47 @@ import { Manager } from './runtime/manager.ts';
 import { OperatorMetrics } from './runtime/metrics.ts';
 import { registerControllers } from './controllers/index.ts';
 import { durationMs } from './api/duration.ts';
+import { readFileSync } from 'node:fs';
+import type { Logger } from 'pino';
+import { downloadRequestController } from './controllers/downloadrequest/controller.ts';
+import { cacheCommand, fetchCommand } from './fetch/cli.ts';
+import { plugins } from './fetch/plugin.ts';
+import { ContentStore } from './fetch/store.ts';
 
 const USAGE = `Usage: codebrowse <role> [flags]
 
 Roles:
-  operator    reconciles ServerPools, DownloadRequests and BrowseSessions (leader-elected)
+  operator    reconciles ServerPools and BrowseSessions (leader-elected)
+  downloader  takes DownloadRequests and fetches them into the store (run as many as you like)
+  fetch       one download into the store, with the same guard and plug-ins, for people and tests
+  cache       lists the download store
 
 Run 'codebrowse <role> --help' for the flags of a role.
+`;
+
+const DOWNLOADER_USAGE = `Usage: codebrowse downloader --store DIR [flags]
+
+Takes DownloadRequests from the API server (a resourceVersion-guarded claim in status.worker),
+fetches them over HTTP, HTTPS or FTP through the SSRF guard into the content-addressed store, and
+writes the result. Any number of downloaders may share the work (and the store); a claim that is
+not renewed within --claim-ttl is taken over by another downloader.
+
+Flags:
+  --store DIR                       the content-addressed store (default $CODEBROWSE_STORE)
+  --workers N                       downloads in parallel (default 4)
+  --schemes LIST                    only serve these schemes, e.g. http,https (default: all: http,https,ftp)
+  --claim-ttl DURATION              a claim not renewed for this long is taken over (default 30s)
+  --namespace NS                    only take requests of this namespace (default: all)
+  --ca FILE                         extra CA certificates (PEM) trusted for https, beside the system's
+  --cache-entries N                 most downloads the store keeps (default 1000)
+  --cache-bytes N                   most bytes the store keeps (default 10737418240)
+  --kubeconfig PATH                 kubeconfig to use (default: $KUBECONFIG, ~/.kube/config, or in-cluster)
+  --http-address HOST:PORT          serve /metrics, /healthz and /readyz here (default :8081)
+  --identity NAME                   our name in status.worker (default $POD_NAME or host_random)
+  --log-level LEVEL                 fatal, error, warn, info, debug, trace or silent (default info)
+  -h, --help                        show this help
+
+Signals: SIGTERM or SIGINT stop taking requests, hand the ones in flight back, and exit 0.
 `;
 
 const OPERATOR_USAGE = `Usage: codebrowse operator [flags]
@@ -92,10 +126,7 @@ async function runOperator(argv: string[]): Promise<number> {
   const retryPeriodMs = parseDuration('--retry-period', values['retry-period']);
   const workers = positiveInteger('--workers', values.workers);
 
-  const kc = new KubeConfig();
-  if (values.kubeconfig) kc.loadFromFile(values.kubeconfig);
-  else kc.loadFromDefault();
-  const client = new KubeClient(kc, 'codebrowse-operator');
+  const client = new KubeClient(loadKubeConfig(values.kubeconfig), 'codebrowse-operator');
   const metrics = new OperatorMetrics({ processMetrics: true });
   const identity = values.identity;
   let exitCode = 0;
@@ -123,7 +154,93 @@ async function runOperator(argv: string[]): Promise<number> {
     },
   });
   registerControllers(manager, { workers });
+  await runUntilSignalled(manager, log, { leaderElection: values['leader-elect'], workers });
+  return exitCode;
+}
 
+function loadKubeConfig(path: string | undefined): KubeConfig {
+  const kc = new KubeConfig();
+  if (path) kc.loadFromFile(path);
+  else kc.loadFromDefault();
+  return kc;
+}
+
+async function runDownloader(argv: string[]): Promise<number> {
+  const { values } = parseArgs({
+    args: argv,
+    options: {
+      store: { type: 'string', default: process.env.CODEBROWSE_STORE },
+      workers: { type: 'string', default: '4' },
+      schemes: { type: 'string' },
+      'claim-ttl': { type: 'string', default: '30s' },
+      namespace: { type: 'string' },
+      ca: { type: 'string' },
+      'cache-entries': { type: 'string', default: '1000' },
+      'cache-bytes': { type: 'string', default: String(10 * 1024 ** 3) },
+      kubeconfig: { type: 'string' },
+      'http-address': { type: 'string', default: ':8081' },
+      identity: { type: 'string', default: process.env.POD_NAME || `${hostname()}_${randomBytes(4).toString('hex')}` },
+      'log-level': { type: 'string', default: 'info' },
+      help: { type: 'boolean', short: 'h' },
+    },
+  });
+  if (values.help) {
+    process.stdout.write(DOWNLOADER_USAGE);
+    return 0;
+  }
+  if (!values.store) throw new UsageError('--store DIR is required (or set $CODEBROWSE_STORE)');
+  let log;
+  try {
+    log = createLogger(values['log-level']);
+  } catch (error) {
+    throw new UsageError((error as Error).message);
+  }
+  const schemes = values.schemes
+    ?.split(',')
+    .map((s) => s.trim().toLowerCase())
+    .filter(Boolean);
+  for (const scheme of schemes ?? [])
+    if (!plugins.has(scheme))
+      throw new UsageError(
+        `--schemes: no plug-in for ${JSON.stringify(scheme)}; known: ${[...plugins.keys()].join(', ')}`,
+      );
+  const workers = positiveInteger('--workers', values.workers);
+  const claimTtlMs = parseDuration('--claim-ttl', values['claim-ttl']);
+  const store = await ContentStore.open(values.store, {
+    maxEntries: positiveInteger('--cache-entries', values['cache-entries']),
+    maxBytes: positiveInteger('--cache-bytes', values['cache-bytes']),
+    holder: values.identity,
+  });
+  const ca = values.ca ? readFileSync(values.ca) : undefined;
+  const client = new KubeClient(loadKubeConfig(values.kubeconfig), 'codebrowse-downloader');
+  const metrics = new OperatorMetrics({ processMetrics: true });
+  const manager = new Manager({
+    client,
+    log: log.child({ identity: values.identity }),
+    metrics,
+    identity: values.identity,
+    component: 'codebrowse-downloader',
+    httpAddress: values['http-address'],
+    leaderElection: false,
+    informerDefaults: values.namespace ? { namespace: values.namespace } : undefined,
+  });
+  manager.addController(
+    downloadRequestController({
+      identity: values.identity,
+      store,
+      schemes,
+      workers,
+      claimTtlMs,
+      ca,
+      registry: metrics.registry,
+    }),
+  );
+  await runUntilSignalled(manager, log, { store: values.store, schemes: schemes ?? [...plugins.keys()], workers });
+  return 0;
+}
+
+/** Starts the manager and returns when SIGTERM/SIGINT stopped it (a second signal exits at once). */
+async function runUntilSignalled(manager: Manager, log: Logger, started: Record<string, unknown>): Promise<void> {
   const stopped = new Promise<void>((resolve) => {
     let signals = 0;
     const onSignal = (signal: string): void => {
@@ -141,12 +258,8 @@ async function runOperator(argv: string[]): Promise<number> {
     log.error({ err: reason instanceof Error ? reason.stack : String(reason) }, 'unhandled rejection (kept running)');
   });
   await manager.start();
-  log.info(
-    { leaderElection: values['leader-elect'], httpAddress: manager.httpAddress, workers },
-    'codebrowse operator started',
-  );
+  log.info({ ...started, httpAddress: manager.httpAddress }, 'started');
   await stopped;
-  return exitCode;
 }
 
 export async function main(argv: string[]): Promise<number> {
@@ -155,6 +268,12 @@ export async function main(argv: string[]): Promise<number> {
     switch (role) {
       case 'operator':
         return await runOperator(rest);
+      case 'downloader':
+        return await runDownloader(rest);
+      case 'fetch':
+        return await fetchCommand(rest);
+      case 'cache':
+        return await cacheCommand(rest);
       case undefined:
       case '-h':
       case '--help':

@@ -1,0 +1,277 @@
+// The downloader's reconciler: the paper's download workers taking jobs from the tuplespace. A
+// worker "takes" a DownloadRequest by writing status.worker under a resourceVersion precondition,
+// renews the claim while it fetches, and writes the result. Any number of downloader processes run
+// side by side; a claim that stops being renewed is taken over.
+import { Counter, type Registry } from 'prom-client';
+import type { DownloadRequestStatus } from '../../api/downloadrequest.ts';
+import type { DownloadRequest, ServerPool } from '../../api/objects.ts';
+import { FetchError, messageOf } from '../../fetch/errors.ts';
+import { type FetchTimeouts } from '../../fetch/plugin.ts';
+import { fetchToStore } from '../../fetch/fetch.ts';
+import { NetworkGuard } from '../../fetch/guard.ts';
+import { plugins } from '../../fetch/plugin.ts';
+import { type ContentStore, hexOf } from '../../fetch/store.ts';
+import { type Condition, setCondition } from '../../runtime/conditions.ts';
+import type { ControllerDefinition, ReconcileContext, ReconcileResult } from '../../runtime/controller.ts';
+import { Resources } from '../../runtime/resources.ts';
+
+export const DEFAULT_MAX_PACKAGE_BYTES = 1024 ** 3;
+/** How often a busy worker writes progress and renews its claim, as a share of the claim TTL. */
+const RENEW_SHARE = 1 / 3;
+/** A request waiting for another request of the same URL looks again this often. */
+const SAME_URL_WAIT_MS = 500;
+
+export interface DownloaderOptions {
+  /** Our name in status.worker. */
+  identity: string;
+  store: ContentStore;
+  /** Schemes this process serves (default: every scheme with a plug-in). */
+  schemes?: readonly string[];
+  workers?: number;
+  /** A claim not renewed for this long is taken over. */
+  claimTtlMs: number;
+  timeouts?: Partial<FetchTimeouts>;
+  ca?: string | Buffer;
+  registry?: Registry;
+}
+
+type Status = DownloadRequestStatus;
+
+function now(): string {
+  return new Date().toISOString().replace(/\.\d+Z$/, 'Z');
+}
+
+/** Claim renewals keep milliseconds: a claim TTL of a few seconds must not lose one to rounding. */
+function renewedAt(): string {
+  return new Date().toISOString();
+}
+
+function schemeOf(url: string): string {
+  try {
+    return new URL(url).protocol.replace(/:$/, '');
+  } catch {
+    return '';
+  }
+}
+
+function finished(request: DownloadRequest): boolean {
+  return request.status?.phase === 'Succeeded' || request.status?.phase === 'Failed';
+}
+
+function claimAgeMs(request: DownloadRequest): number {
+  const renewed = Date.parse(request.status?.claimRenewedAt ?? '');
+  return Number.isNaN(renewed) ? Infinity : Date.now() - renewed;
+}
+
+/** Requests of one URL (and digest) are fetched once: by the oldest unfinished one; the rest wait for it. */
+function firstOfItsUrl(request: DownloadRequest, all: readonly DownloadRequest[]): DownloadRequest {
+  const same = all.filter(
+    (r) => r.spec.url === request.spec.url && (r.spec.sha256 ?? '') === (request.spec.sha256 ?? '') && !finished(r),
+  );
+  const order = (r: DownloadRequest): string =>
+    `${r.metadata.creationTimestamp ?? ''}/${r.metadata.namespace ?? ''}/${r.metadata.name ?? ''}`;
+  return same.sort((a, b) => (order(a) < order(b) ? -1 : order(a) > order(b) ? 1 : 0))[0] ?? request;
+}
+
+export function downloadRequestController(options: DownloaderOptions): ControllerDefinition<DownloadRequest> {
+  const schemes = new Set(options.schemes ?? [...plugins.keys()]);
+  const downloads = new Counter({
+    name: 'codebrowse_downloads_total',
+    help: 'Downloads this worker finished, by scheme and result (Succeeded, cache hit, or the failure reason).',
+    labelNames: ['scheme', 'result'] as const,
+    registers: options.registry ? [options.registry] : [],
+  });
+  const bytesTotal = new Counter({
+    name: 'codebrowse_download_bytes_total',
+    help: 'Bytes this worker fetched into the store (cache hits not counted).',
+    registers: options.registry ? [options.registry] : [],
+  });
+
+  return {
+    name: 'downloadrequest',
+    type: Resources.DownloadRequest,
+    workers: options.workers ?? 4,
+    errorCondition: null,
+    // Pools give the size cap and the allow-list; a change to a pool does not redo downloads.
+    watches: [{ type: Resources.ServerPool, keys: () => [] }],
+    async reconcile(request, ctx): Promise<ReconcileResult | void> {
+      if (finished(request)) return;
+      const scheme = schemeOf(request.spec.url);
+      const served = schemes.has(scheme);
+      // A scheme no plug-in knows is refused by any downloader; one only others serve is left to them.
+      if (!served && plugins.has(scheme)) return;
+
+      if (request.status?.worker && request.status.worker !== options.identity) {
+        const age = claimAgeMs(request);
+        if (age < options.claimTtlMs) return { requeueAfterMs: options.claimTtlMs - age + 250 };
+        ctx.log.info({ from: request.status.worker }, 'claim not renewed in time: taking it over');
+        // Its partial files will never be finished: remove them now.
+        await options.store.removeTempsOf(request.status.worker);
+      }
+      const first = firstOfItsUrl(request, ctx.cache<DownloadRequest>(Resources.DownloadRequest).list());
+      if (first.metadata.uid !== request.metadata.uid) return { requeueAfterMs: SAME_URL_WAIT_MS };
+
+      // The "take": fails with 409 (and the driver retries quietly) when another worker was faster.
+      const claimed = await claim(request, options.identity, ctx);
+      if (!served) return fail(claimed, new FetchError('UnsupportedScheme', unsupported(request.spec.url)), ctx);
+      return download(claimed, ctx);
+    },
+  };
+
+  async function download(request: DownloadRequest, ctx: ReconcileContext): Promise<void> {
+    const pool = request.spec.pool ? ctx.cache<ServerPool>(Resources.ServerPool).get(request.spec.pool) : undefined;
+    if (request.spec.pool && !pool) {
+      const error = new FetchError(
+        'Forbidden',
+        `ServerPool ${request.spec.pool} (spec.pool) does not exist, so its download limits are unknown: create the pool or fix spec.pool`,
+      );
+      return fail(request, error, ctx);
+    }
+    const maxBytes = request.spec.maxBytes ?? pool?.spec.downloads?.maxPackageBytes ?? DEFAULT_MAX_PACKAGE_BYTES;
+    const guard = new NetworkGuard(pool?.spec.downloads?.allowedNetworks ?? []);
+
+    let latest = request;
+    let bytes = 0;
+    let total: number | undefined;
+    let attempts = request.status?.attempts ?? 0;
+    let lost: Error | undefined;
+    const abort = new AbortController();
+    const onStop = (): void => abort.abort(ctx.signal.reason);
+    ctx.signal.addEventListener('abort', onStop, { once: true });
+    // Renew the claim and report progress; a renewal that conflicts means the claim was taken over.
+    let writing: Promise<void> = Promise.resolve();
+    const renew = (): void => {
+      writing = writing.then(async () => {
+        if (abort.signal.aborted) return;
+        try {
+          const status: Status = { ...latest.status, claimRenewedAt: renewedAt(), bytes, totalBytes: total, attempts };
+          latest = (await ctx.writer.patchStatus(Resources.DownloadRequest, latest, status, { precondition: true }))
+            .object;
+        } catch (error) {
+          lost = new Error(`claim lost: ${messageOf(error)}`);
+          abort.abort(lost);
+        }
+      });
+    };
+    const timer = setInterval(renew, Math.max(500, options.claimTtlMs * RENEW_SHARE));
+    try {
+      const result = await fetchToStore(options.store, request.spec.url, {
+        sha256: request.spec.sha256,
+        maxBytes,
+        guard,
+        timeouts: options.timeouts,
+        ca: options.ca,
+        signal: abort.signal,
+        log: ctx.log,
+        onProgress: (b, t) => {
+          bytes = b;
+          total = t;
+        },
+        onAttempt: (attempt, previous) => {
+          attempts = (request.status?.attempts ?? 0) + attempt;
+          if (previous) ctx.log.warn({ attempt, err: previous.message }, 'download attempt failed; retrying');
+        },
+      });
+      clearInterval(timer);
+      await writing;
+      let status: Status = {
+        ...latest.status,
+        phase: 'Succeeded',
+        reason: undefined,
+        message: result.fromCache ? 'served from the cache' : `fetched ${result.bytes} bytes`,
+        bytes: result.bytes,
+        totalBytes: result.bytes,
+        digest: result.digest,
+        storePath: `sha256/${hexOf(result.digest)}`,
+        fromCache: result.fromCache,
+        attempts,
+        claimRenewedAt: renewedAt(),
+        completedAt: now(),
+        observedGeneration: request.metadata.generation,
+      };
+      status = withCondition(status, 'Succeeded', 'True', result.fromCache ? 'FromCache' : 'Fetched', status.message!);
+      await ctx.writer.patchStatus(Resources.DownloadRequest, latest, status, { precondition: true });
+      downloads.inc({ scheme: schemeOf(request.spec.url), result: result.fromCache ? 'CacheHit' : 'Succeeded' });
+      if (!result.fromCache) bytesTotal.inc(result.bytes);
+      ctx.log.info({ digest: result.digest, bytes: result.bytes, fromCache: result.fromCache }, 'download succeeded');
+    } catch (error) {
+      clearInterval(timer);
+      await writing;
+      if (lost) throw lost; // another worker has it now; nothing of ours to write
+      if (ctx.signal.aborted) {
+        // Shutting down: hand the request back so another worker starts at once.
+        await release(latest, ctx);
+        return;
+      }
+      await fail(
+        latest,
+        error instanceof FetchError ? error : new FetchError('ProtocolError', messageOf(error)),
+        ctx,
+        attempts,
+      );
+    } finally {
+      clearInterval(timer);
+      ctx.signal.removeEventListener('abort', onStop);
+    }
+  }
+
+  async function fail(
+    request: DownloadRequest,
+    error: FetchError,
+    ctx: ReconcileContext,
+    attempts?: number,
+  ): Promise<void> {
+    let status: Status = {
+      ...request.status,
+      phase: 'Failed',
+      reason: error.reason,
+      message: error.message,
+      attempts: attempts ?? request.status?.attempts,
+      completedAt: now(),
+      observedGeneration: request.metadata.generation,
+    };
+    status = withCondition(status, 'Succeeded', 'False', error.reason, error.message);
+    status = withCondition(status, 'Failed', 'True', error.reason, error.message);
+    await ctx.writer.patchStatus(Resources.DownloadRequest, request, status, { precondition: true });
+    downloads.inc({ scheme: schemeOf(request.spec.url), result: error.reason });
+    await ctx.event('Warning', error.reason, error.message);
+    ctx.log.warn({ reason: error.reason, err: error.message }, 'download failed');
+  }
+}
+
+function unsupported(url: string): string {
+  return `${url.split(':')[0]}:// is not a scheme codebrowse downloads: use an http://, https:// or ftp:// URL`;
+}
+
+function withCondition(status: Status, type: string, value: 'True' | 'False', reason: string, message: string): Status {
+  return {
+    ...status,
+    conditions: setCondition(
+      status.conditions as Condition[] | undefined,
+      { type, status: value, reason, message },
+      new Date(),
+    ),
+  };
+}
+
+async function claim(request: DownloadRequest, identity: string, ctx: ReconcileContext): Promise<DownloadRequest> {
+  let status: Status = {
+    ...request.status,
+    phase: 'Downloading',
+    worker: identity,
+    claimRenewedAt: renewedAt(),
+    startedAt: request.status?.startedAt ?? now(),
+  };
+  status = withCondition(status, 'Claimed', 'True', 'Claimed', `downloader ${identity} is fetching it`);
+  const { object } = await ctx.writer.patchStatus(Resources.DownloadRequest, request, status, { precondition: true });
+  return object;
+}
+
+/** Gives a claimed request back (graceful shutdown). */
+async function release(request: DownloadRequest, ctx: ReconcileContext): Promise<void> {
+  let status: Status = { ...request.status, phase: 'Pending', worker: undefined, claimRenewedAt: undefined };
+  status = withCondition(status, 'Claimed', 'False', 'Released', 'the downloader stopped; another one will take it');
+  await ctx.writer
+    .patchStatus(Resources.DownloadRequest, request, status, { precondition: true })
+    .catch(() => undefined);
+}
