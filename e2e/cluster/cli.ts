@@ -2,7 +2,7 @@
 //   node e2e/cluster/cli.ts up|down|status|dev
 import { execFileSync, spawn } from 'node:child_process';
 import { closeSync, existsSync, openSync, readFileSync } from 'node:fs';
-import { rm, writeFile } from 'node:fs/promises';
+import { mkdir, rm, writeFile } from 'node:fs/promises';
 import { setTimeout as sleep } from 'node:timers/promises';
 import { join } from 'node:path';
 import { KubeConfig } from '@kubernetes/client-node';
@@ -15,11 +15,13 @@ import {
   isAlive,
   stopDetached,
 } from './control-plane.ts';
-import { crdFiles, installCrds, readManifests, REPO_ROOT, serverSideApply, yamlFilesIn } from './install.ts';
+import { crdFiles, installCrds, readManifests, REPO_ROOT, serverSideApply } from './install.ts';
 
 const STATE_DIR = join(REPO_ROOT, '.cache', 'cluster');
 const STATE_FILE = join(STATE_DIR, 'state.json');
-const OPERATOR_PID = join(STATE_DIR, 'operator.pid');
+/** The background processes of `make dev`, by name (each has <name>.pid and <name>.log in STATE_DIR). */
+const DEV_PROCESSES = ['operator', 'downloader', 'packages'] as const;
+type DevProcess = (typeof DEV_PROCESSES)[number];
 const DEV_NODES = 3;
 
 function runningState(): ControlPlaneState | undefined {
@@ -61,11 +63,12 @@ To use it from this shell:
 Stop it with: make cluster-down`);
 }
 
-/** Stops the operator `make dev` started, if it runs. */
-async function stopOperator(): Promise<boolean> {
-  if (!existsSync(OPERATOR_PID)) return false;
-  const pid = Number(readFileSync(OPERATOR_PID, 'utf8'));
-  await rm(OPERATOR_PID, { force: true });
+/** Stops a background process `make dev` started, if it runs. */
+async function stopBackground(name: DevProcess): Promise<boolean> {
+  const pidFile = join(STATE_DIR, `${name}.pid`);
+  if (!existsSync(pidFile)) return false;
+  const pid = Number(readFileSync(pidFile, 'utf8'));
+  await rm(pidFile, { force: true });
   if (!pid || !isAlive(pid)) return false;
   process.kill(pid, 'SIGTERM');
   for (let i = 0; i < 100 && isAlive(pid); i++) await sleep(100);
@@ -73,26 +76,24 @@ async function stopOperator(): Promise<boolean> {
   return true;
 }
 
-/** The operator as a background process of this clone's cluster, logging to operator.log. */
-async function startOperator(state: ControlPlaneState): Promise<string> {
-  await stopOperator();
-  const address = `127.0.0.1:${await freePort()}`;
-  const log = openSync(join(STATE_DIR, 'operator.log'), 'a');
-  const child = spawn(
-    process.execPath,
-    [
-      join(REPO_ROOT, 'operator', 'src', 'main.ts'),
-      'operator',
-      `--kubeconfig=${state.kubeconfig}`,
-      `--http-address=${address}`,
-      '--leader-election-namespace=codebrowse-system',
-    ],
-    { detached: true, stdio: ['ignore', log, log] },
-  );
+/** A background process of this clone's dev cluster, logging to <name>.log. */
+async function startBackground(name: DevProcess, args: string[]): Promise<void> {
+  await stopBackground(name);
+  const log = openSync(join(STATE_DIR, `${name}.log`), 'a');
+  const child = spawn(process.execPath, args, { detached: true, stdio: ['ignore', log, log] });
   closeSync(log);
   child.unref();
-  await writeFile(OPERATOR_PID, String(child.pid));
-  return address;
+  await writeFile(join(STATE_DIR, `${name}.pid`), String(child.pid));
+}
+
+/** A small package for the dev session, served by the local package server. */
+async function makeDevPackage(dir: string): Promise<string> {
+  const source = join(dir, 'hello-1.0');
+  await mkdir(source, { recursive: true });
+  await writeFile(join(source, 'hello.sh'), '#!/bin/sh\necho "hello from codebrowse"\n', { mode: 0o755 });
+  await writeFile(join(source, 'README'), 'A package to try: run ./hello.sh\n');
+  execFileSync('tar', ['-czf', join(dir, 'hello-1.0.tar.gz'), '-C', dir, 'hello-1.0']);
+  return 'hello-1.0.tar.gz';
 }
 
 async function dev(): Promise<void> {
@@ -113,29 +114,82 @@ async function dev(): Promise<void> {
     [{ apiVersion: 'v1', kind: 'Namespace', metadata: { name: 'codebrowse-system' } }, ...nodes],
     'codebrowse-dev',
   );
-  const address = await startOperator(state);
-  console.error(`operator running (metrics at http://${address}/metrics, log in .cache/cluster/operator.log)`);
-  const files = await yamlFilesIn(join(REPO_ROOT, 'examples'));
-  await serverSideApply(kc, await readManifests(files), 'codebrowse-dev');
-  console.error(`applied ${files.map((f) => f.slice(REPO_ROOT.length + 1)).join(', ')}`);
+  const main = join(REPO_ROOT, 'operator', 'src', 'main.ts');
+  const metrics = `127.0.0.1:${await freePort()}`;
+  await startBackground('operator', [
+    main,
+    'operator',
+    `--kubeconfig=${state.kubeconfig}`,
+    `--http-address=${metrics}`,
+    '--leader-election-namespace=codebrowse-system',
+  ]);
+  await startBackground('downloader', [
+    main,
+    'downloader',
+    `--kubeconfig=${state.kubeconfig}`,
+    `--store=${join(STATE_DIR, 'store')}`,
+    `--http-address=127.0.0.1:${await freePort()}`,
+  ]);
+  const packagesDir = join(STATE_DIR, 'packages');
+  const packageFile = await makeDevPackage(packagesDir);
+  const packagePort = await freePort();
+  await startBackground('packages', [
+    join(REPO_ROOT, 'e2e', 'cluster', 'package-server.ts'),
+    packagesDir,
+    String(packagePort),
+  ]);
+  console.error(
+    `operator (metrics at http://${metrics}/metrics), downloader and a package server on 127.0.0.1:${packagePort} running; logs in .cache/cluster/*.log`,
+  );
+  const poolFile = join(REPO_ROOT, 'examples', 'serverpool.yaml');
+  await serverSideApply(kc, await readManifests([poolFile]), 'codebrowse-dev');
+  // The dev session's package lives on loopback, which a pool refuses unless its allow-list names it.
+  await serverSideApply(
+    kc,
+    [
+      {
+        apiVersion: 'codebrowse.io/v1alpha1',
+        kind: 'ServerPool',
+        metadata: { name: 'default' },
+        spec: { downloads: { allowedNetworks: ['127.0.0.0/8'] } },
+      } as never,
+      {
+        apiVersion: 'codebrowse.io/v1alpha1',
+        kind: 'BrowseSession',
+        metadata: { name: 'dev-hello', namespace: 'default' },
+        spec: {
+          user: 'dev',
+          email: 'dev@example.org',
+          pool: 'default',
+          os: 'linux',
+          duration: '1h',
+          packages: [{ url: `http://127.0.0.1:${packagePort}/${packageFile}` }],
+        },
+      } as never,
+    ],
+    'codebrowse-dev-session',
+  );
+  console.error('applied examples/serverpool.yaml and the session dev-hello (its package from the local server)');
   const kubectl = join(binDir, 'kubectl');
   const run = (args: string[]) =>
     execFileSync(kubectl, ['--kubeconfig', state.kubeconfig, ...args], { encoding: 'utf8' });
-  // Wait (up to 30 s) until every session of the examples has a node and an address.
+  // Wait (up to 30 s) until the dev session has a node and an address.
   for (let i = 0; i < 150; i++) {
-    const { items } = JSON.parse(run(['get', 'browsesessions', '-A', '-o', 'json'])) as {
-      items: { status?: { ip?: string } }[];
+    const session = JSON.parse(run(['get', 'browsesession', 'dev-hello', '-o', 'json'])) as {
+      status?: { ip?: string; phase?: string };
     };
-    if (items.length > 0 && items.every((item) => item.status?.ip)) break;
+    if (session.status?.ip || session.status?.phase === 'Failed') break;
     await sleep(200);
   }
   console.log(run(['get', 'nodes,serverpools']));
-  console.log(run(['get', 'browsesessions', '-A']));
+  console.log(run(['get', 'browsesessions,downloadrequests', '-A']));
   printUsage(state, binDir);
   console.log(`
-The operator placed each session on a node with an address from that node's subnet (kubectl get
-serverpool default -o yaml shows the subnets). Downloads, VMs, DNS and mail are the next steps of
-the flow and are not part of this build yet, so sessions stay in phase Starting. Try a bad one:
+The operator queued nothing (one session per user), the downloader fetched the package of dev-hello
+into .cache/cluster/store, and the operator placed the session on a node with an address from that
+node's subnet (kubectl get serverpool default -o yaml shows the subnets). The VM, DNS and mail steps
+are not part of this build yet, so the session stays in phase Starting. The sessions in examples/
+name packages on the Internet: kubectl apply -f examples/ where you have it. Try a bad one:
   kubectl apply -f - <<'YAML'
   apiVersion: codebrowse.io/v1alpha1
   kind: BrowseSession
@@ -157,7 +211,7 @@ async function main(): Promise<void> {
       const state = existsSync(STATE_FILE)
         ? (JSON.parse(readFileSync(STATE_FILE, 'utf8')) as ControlPlaneState)
         : undefined;
-      if (await stopOperator()) console.log('stopped the operator');
+      for (const name of DEV_PROCESSES) if (await stopBackground(name)) console.log(`stopped the ${name} process`);
       if (state) await stopDetached(state);
       await rm(STATE_DIR, { recursive: true, force: true });
       console.log(state ? `stopped the control plane at ${state.server}` : 'no control plane was running');

@@ -191,6 +191,7 @@ export const BrowseSessionStatus = Type.Object(
 );
 
 export type SessionPackage = Static<typeof SessionPackage>;
+export type PackageStatus = Static<typeof PackageStatus>;
 export type BrowseSessionSpec = Static<typeof BrowseSessionSpec>;
 export type BrowseSessionStatus = Static<typeof BrowseSessionStatus>;
 

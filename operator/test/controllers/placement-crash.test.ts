@@ -3,6 +3,8 @@
 // every address lies in its node's subnet, and deleting the sessions gives every address back.
 // Own control plane: this test kills operators that watch the whole cluster.
 import { type ChildProcess, spawn } from 'node:child_process';
+import { mkdtemp, rm } from 'node:fs/promises';
+import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { afterAll, beforeAll, describe, expect, it } from '@jest/globals';
 import { KubeConfig } from '@kubernetes/client-node';
@@ -14,6 +16,7 @@ import { parseAddress, parseCidr, cidrContains } from '../../src/ipam/address.ts
 import { isAssignable } from '../../src/ipam/allocate.ts';
 import type { KubeClient } from '../../src/runtime/client.ts';
 import { Resources } from '../../src/runtime/resources.ts';
+import { TestServer } from '../fetch/servers.ts';
 import { clientFor, eventually } from '../runtime/harness.ts';
 
 const KILLS = 20;
@@ -23,6 +26,8 @@ const MAIN = join(import.meta.dirname, '..', '..', 'src', 'main.ts');
 
 let plane: ControlPlane;
 let client: KubeClient;
+let packages: TestServer;
+let store: string;
 const running = new Set<ChildProcess>();
 
 beforeAll(async () => {
@@ -32,11 +37,29 @@ beforeAll(async () => {
   await installCrds(kc, await crdFiles());
   client = clientFor(plane.kubeconfig);
   for (const name of [NAMESPACE, 'codebrowse-system']) await client.create(Resources.Namespace, { metadata: { name } });
+  // Packages come from a server on loopback, fetched by a downloader that is not killed.
+  packages = await new TestServer((req, res) => res.writeHead(200).end(`package ${req.url}\n`)).listen('127.0.0.1');
+  store = await mkdtemp(join(tmpdir(), 'codebrowse-crash-store-'));
+  const downloader = spawn(
+    process.execPath,
+    [
+      MAIN,
+      'downloader',
+      `--kubeconfig=${plane.kubeconfig}`,
+      `--store=${store}`,
+      '--http-address=127.0.0.1:0',
+      '--log-level=silent',
+    ],
+    { stdio: 'ignore' },
+  );
+  running.add(downloader);
 }, 120_000);
 
 afterAll(async () => {
   for (const child of running) child.kill('SIGKILL');
   await plane?.stop();
+  await packages?.close();
+  if (store) await rm(store, { recursive: true, force: true });
 });
 
 async function startOperator(): Promise<{ child: ChildProcess; metrics: string }> {
@@ -81,7 +104,7 @@ function session(index: number): BrowseSession {
       email: `user${index}@example.org`,
       pool: 'crash',
       os: 'linux',
-      packages: [{ url: 'https://example.org/hello.tar.gz' }],
+      packages: [{ url: packages.url(`/hello-${index % 5}.tar.gz`) }],
     },
   } as BrowseSession;
 }
@@ -109,6 +132,7 @@ describe('placement under SIGKILL', () => {
         addresses: { cidr: '10.95.0.0/16', nodePrefix: 26, gateway: '10.95.0.1', reserved: ['10.95.0.64/28'] },
         images: [{ name: 'debian-12', os: 'linux', snapshot: 'golden' }],
         dns: { zone: 'sessions.example.org' },
+        downloads: { allowedNetworks: ['127.0.0.0/8'] },
       },
     } as ServerPool);
 

@@ -3,11 +3,17 @@
 // codebrowse.test/scope=<scope> and the operator of that test watches only such objects, so test
 // files running side by side on one cluster do not see each other's pools and nodes.
 import { randomBytes } from 'node:crypto';
+import { mkdtemp, rm } from 'node:fs/promises';
+import { tmpdir } from 'node:os';
+import { join } from 'node:path';
 import { KWOK_NODE_ANNOTATION } from '../../../e2e/cluster/control-plane.ts';
 import type { BrowseSessionSpec } from '../../src/api/browsesession.ts';
 import type { BrowseSession, Node, ServerPool } from '../../src/api/objects.ts';
 import type { ServerPoolSpec } from '../../src/api/serverpool.ts';
 import { registerControllers } from '../../src/controllers/index.ts';
+import { downloadRequestController } from '../../src/controllers/downloadrequest/controller.ts';
+import { ContentStore } from '../../src/fetch/store.ts';
+import { TestServer } from '../fetch/servers.ts';
 import type { KubeClient } from '../../src/runtime/client.ts';
 import { Manager } from '../../src/runtime/manager.ts';
 import { OperatorMetrics } from '../../src/runtime/metrics.ts';
@@ -22,6 +28,10 @@ export interface World {
   scope: string;
   client: KubeClient;
   manager: Manager;
+  /** A URL on the world's package server (any path serves a small file). */
+  packageUrl(path: string): string;
+  /** Requests the package server answered, by path. */
+  packageHits: Map<string, number>;
   node(name: string, labels?: Record<string, string>): Promise<Node>;
   /** kwok lets go of the node and it reports NotReady since `sinceMs` ago. */
   makeNotReady(name: string, sinceMs?: number): Promise<void>;
@@ -47,6 +57,22 @@ export async function startWorld(client: KubeClient, options: { random?: () => n
     informerDefaults: { labelSelector: `${SCOPE_LABEL}=${scope}` },
   });
   registerControllers(manager, { workers: 2, random: options.random });
+  // A downloader in the same process, and a package server on loopback (allowed by the pools).
+  const packageHits = new Map<string, number>();
+  const packages = await new TestServer((req, res) => {
+    packageHits.set(req.url ?? '/', (packageHits.get(req.url ?? '/') ?? 0) + 1);
+    if (req.url?.startsWith('/missing')) res.writeHead(404).end();
+    else res.writeHead(200).end(`package ${req.url}\n`.repeat(64));
+  }).listen('127.0.0.1');
+  const storeDir = await mkdtemp(join(tmpdir(), 'codebrowse-world-store-'));
+  manager.addController(
+    downloadRequestController({
+      identity: `downloader-${scope}`,
+      store: await ContentStore.open(storeDir),
+      claimTtlMs: 30_000,
+      timeouts: { connectMs: 2000, idleMs: 2000, totalMs: 10_000 },
+    }),
+  );
   await manager.start();
   const nodes: string[] = [];
   const pools: string[] = [];
@@ -55,6 +81,8 @@ export async function startWorld(client: KubeClient, options: { random?: () => n
     scope,
     client,
     manager,
+    packageUrl: (path) => packages.url(path.startsWith('/') ? path : `/${path}`),
+    packageHits,
     async node(name, extra = {}) {
       nodes.push(name);
       await client.create<Node>(Resources.Node, {
@@ -105,6 +133,7 @@ export async function startWorld(client: KubeClient, options: { random?: () => n
           nodeSelector: { [SERVES_LABEL]: scope },
           images: [{ name: 'debian-12', os: 'linux', snapshot: 'debian-12-golden' }],
           dns: { zone: 'sessions.example.org' },
+          downloads: { allowedNetworks: ['127.0.0.0/8'] },
           ...spec,
         } as ServerPoolSpec,
       });
@@ -116,13 +145,15 @@ export async function startWorld(client: KubeClient, options: { random?: () => n
           user: name,
           email: `${name}@example.org`,
           os: 'linux',
-          packages: [{ url: 'https://example.org/hello.tar.gz' }],
+          packages: [{ url: packages.url(`/${name}/hello.tar.gz`) }],
           ...spec,
         } as BrowseSessionSpec,
       });
     },
     async stop() {
       await manager.stop();
+      await packages.close();
+      await rm(storeDir, { recursive: true, force: true });
       for (const name of nodes) await client.delete(Resources.Node, name).catch(() => undefined);
       for (const name of pools) await client.delete(Resources.ServerPool, name).catch(() => undefined);
     },

@@ -1,0 +1,36 @@
+// The per-user queue (DESIGN.md step 2): one active session per user; later ones wait, oldest
+// first, and start when the one before them ends. Pure: computed from the sessions as they are.
+import type { BrowseSession } from '../../api/objects.ts';
+
+export interface QueueState {
+  /** This session may proceed (it is the user's oldest session that has not ended). */
+  active: boolean;
+  /** Place in the user's queue when waiting (1 = next). */
+  position?: number;
+  /** The session it waits for (namespace/name). */
+  waitsFor?: string;
+}
+
+export function hasEnded(session: BrowseSession): boolean {
+  const phase = session.status?.phase;
+  return phase === 'Expired' || phase === 'Failed' || !!session.metadata.deletionTimestamp;
+}
+
+function order(session: BrowseSession): string {
+  const { creationTimestamp = '', namespace = '', name = '' } = session.metadata;
+  return `${creationTimestamp}\u0000${namespace}\u0000${name}`;
+}
+
+export function keyOf(session: BrowseSession): string {
+  return `${session.metadata.namespace}/${session.metadata.name}`;
+}
+
+/** Where `session` stands among the sessions of its user (`all` may hold other users' too). */
+export function queueState(session: BrowseSession, all: readonly BrowseSession[]): QueueState {
+  const waiting = all
+    .filter((s) => s.spec.user === session.spec.user && !hasEnded(s))
+    .sort((a, b) => (order(a) < order(b) ? -1 : order(a) > order(b) ? 1 : 0));
+  const index = waiting.findIndex((s) => s.metadata.uid === session.metadata.uid);
+  if (index <= 0) return { active: true };
+  return { active: false, position: index, waitsFor: keyOf(waiting[0]!) };
+}
