@@ -20,7 +20,7 @@ import { crdFiles, installCrds, readManifests, REPO_ROOT, serverSideApply } from
 const STATE_DIR = join(REPO_ROOT, '.cache', 'cluster');
 const STATE_FILE = join(STATE_DIR, 'state.json');
 /** The background processes of `make dev`, by name (each has <name>.pid and <name>.log in STATE_DIR). */
-const DEV_PROCESSES = ['operator', 'downloader', 'packages'] as const;
+const DEV_PROCESSES = ['operator', 'downloader', 'portal', 'agent', 'packages'] as const;
 type DevProcess = (typeof DEV_PROCESSES)[number];
 const DEV_NODES = 3;
 
@@ -43,11 +43,15 @@ async function up(): Promise<{ state: ControlPlaneState; binDir: string }> {
     console.error(`control plane already running at ${state.server}`);
   } else {
     await rm(STATE_DIR, { recursive: true, force: true });
-    const plane = await ControlPlane.start({ binDir, dir: STATE_DIR, detached: true, kwok: true });
+    const plane = await ControlPlane.start({ binDir, dir: STATE_DIR, detached: true });
     state = plane.state;
     console.error(
       `kube-apiserver ${state.version} ready at ${state.server} in ${(plane.startupMs / 1000).toFixed(1)} s`,
     );
+    const crds = await installCrds(kubeConfigOf(state), await crdFiles());
+    console.error(`installed ${crds.length} CRDs: ${crds.join(', ')}`);
+    await plane.startKwok();
+    return { state, binDir };
   }
   const crds = await installCrds(kubeConfigOf(state), await crdFiles());
   console.error(`installed ${crds.length} CRDs: ${crds.join(', ')}`);
@@ -111,18 +115,32 @@ async function dev(): Promise<void> {
   }));
   await serverSideApply(
     kc,
-    [{ apiVersion: 'v1', kind: 'Namespace', metadata: { name: 'codebrowse-system' } }, ...nodes],
+    [
+      { apiVersion: 'v1', kind: 'Namespace', metadata: { name: 'codebrowse-system' } },
+      { apiVersion: 'v1', kind: 'Namespace', metadata: { name: 'codebrowse-vms' } },
+      ...nodes,
+    ],
     'codebrowse-dev',
   );
   const main = join(REPO_ROOT, 'operator', 'src', 'main.ts');
   const metrics = `127.0.0.1:${await freePort()}`;
+  const portalUrl = `http://127.0.0.1:${await freePort()}`;
+  await startBackground('portal', [
+    main,
+    'portal',
+    `--kubeconfig=${state.kubeconfig}`,
+    `--http-address=${portalUrl.slice(7)}`,
+  ]);
   await startBackground('operator', [
     main,
     'operator',
     `--kubeconfig=${state.kubeconfig}`,
     `--http-address=${metrics}`,
     '--leader-election-namespace=codebrowse-system',
+    `--portal-url=${portalUrl}`,
   ]);
+  // kwok runs no guest: this plays the guest agents of the VMs it runs, through the portal.
+  await startBackground('agent', [join(REPO_ROOT, 'e2e', 'cluster', 'kwok-agent.ts'), state.kubeconfig, portalUrl]);
   await startBackground('downloader', [
     main,
     'downloader',
@@ -173,23 +191,30 @@ async function dev(): Promise<void> {
   const kubectl = join(binDir, 'kubectl');
   const run = (args: string[]) =>
     execFileSync(kubectl, ['--kubeconfig', state.kubeconfig, ...args], { encoding: 'utf8' });
-  // Wait (up to 30 s) until the dev session has a node and an address.
-  for (let i = 0; i < 150; i++) {
+  // Wait (up to 60 s) until the dev session is Ready (or failed).
+  let page = '';
+  for (let i = 0; i < 300; i++) {
     const session = JSON.parse(run(['get', 'browsesession', 'dev-hello', '-o', 'json'])) as {
-      status?: { ip?: string; phase?: string };
+      status?: { phase?: string; hostname?: string; ip?: string; url?: string };
     };
-    if (session.status?.ip || session.status?.phase === 'Failed') break;
+    if (session.status?.phase === 'Ready' || session.status?.phase === 'Failed') {
+      page = `${session.status.phase}: ${session.status.hostname ?? ''} ${session.status.ip ?? ''}, page ${session.status.url ?? 'none'}`;
+      break;
+    }
     await sleep(200);
   }
   console.log(run(['get', 'nodes,serverpools']));
+  console.log(run(['get', 'virtualmachines', '-n', 'codebrowse-vms']));
   console.log(run(['get', 'browsesessions,downloadrequests', '-A']));
   printUsage(state, binDir);
   console.log(`
-The operator queued nothing (one session per user), the downloader fetched the package of dev-hello
-into .cache/cluster/store, and the operator placed the session on a node with an address from that
-node's subnet (kubectl get serverpool default -o yaml shows the subnets). The VM, DNS and mail steps
-are not part of this build yet, so the session stays in phase Starting. The sessions in examples/
-name packages on the Internet: kubectl apply -f examples/ where you have it. Try a bad one:
+dev-hello went all the way (${page}): its package was downloaded into .cache/cluster/store, it was
+placed on a node with an address from that node's subnet, got a VM (kwok plays KubeVirt: warm VMs
+of the pool are pre-booted and paused; a claim unpauses one), the guest agent (played by
+e2e/cluster/kwok-agent.ts through the portal) reported the install, and <user>.<zone> was published
+as a DNSEndpoint. The page behind its link comes with the portal's next issue; no mail relay is
+configured here, so no mail was sent (the operator's --smtp-url turns mail on).
+The sessions in examples/ name packages on the Internet: kubectl apply -f examples/ where you have it. Try a bad one:
   kubectl apply -f - <<'YAML'
   apiVersion: codebrowse.io/v1alpha1
   kind: BrowseSession

@@ -7,7 +7,9 @@ import { request } from 'node:https';
 import { createConnection } from 'node:net';
 import { join } from 'node:path';
 import { setTimeout as sleep } from 'node:timers/promises';
+import { KubeConfig } from '@kubernetes/client-node';
 import { ControlPlane, type ControlPlaneState, isAlive } from './control-plane.ts';
+import { crdFiles, installCrds } from './install.ts';
 
 const binDir = process.env.CODEBROWSE_BIN_DIR ?? '';
 
@@ -70,7 +72,11 @@ function commandOf(pid: number): string {
 
 describe('control plane harness', () => {
   it('stop() ends etcd, kube-apiserver and kwok and removes the state dir', async () => {
-    const plane = await ControlPlane.start({ binDir, kwok: true });
+    const plane = await ControlPlane.start({ binDir });
+    const kc = new KubeConfig();
+    kc.loadFromFile(plane.kubeconfig);
+    await installCrds(kc, await crdFiles()); // kwok's stages name KubeVirt's kinds
+    await plane.startKwok();
     const { ports, dir, pids } = plane.state;
     expect(await listening(ports.apiserver)).toBe(true);
     expect(await listening(ports.etcd)).toBe(true);

@@ -30,8 +30,6 @@ export interface ControlPlaneOptions {
   readyTimeoutMs?: number;
   /** Appended to kube-apiserver's arguments, e.g. `--watch-cache=false`. */
   extraApiserverArgs?: string[];
-  /** Also run kwok, which makes nodes annotated kwok.x-k8s.io/node=fake Ready (KWOK_NODE_ANNOTATION). */
-  kwok?: boolean;
 }
 
 /** Nodes carrying this annotation (value "fake") are played by kwok. */
@@ -189,6 +187,7 @@ export function renderKubeconfig(server: string, caPem: string, user: string, to
 /** What the instance keeps to restart the API server like start() did. */
 interface Restart {
   detached: boolean;
+  binDir: string;
   timeoutMs: number;
   apiserver: Command;
 }
@@ -345,25 +344,10 @@ export class ControlPlane {
           },
         );
       }
-      if (options.kwok) {
-        const kwokCommand: Command = {
-          binary: join(options.binDir, 'kwok'),
-          args: [
-            `--kubeconfig=${kubeconfig}`,
-            `--config=${fileURLToPath(new URL('kwok-stages.yaml', import.meta.url))}`,
-            `--manage-nodes-with-annotation-selector=${KWOK_NODE_ANNOTATION}=fake`,
-            '--node-ip=127.0.0.1',
-          ],
-          logFile: join(dir, 'kwok.log'),
-          pidFile: join(dir, 'kwok.pid'),
-        };
-        const kwok = launch(kwokCommand, detached);
-        processes.push(kwok);
-        state.pids.kwok = await binaryPid(kwok, kwokCommand, detached);
-      }
       await writeFile(join(dir, 'state.json'), JSON.stringify(state, null, 2));
       return new ControlPlane(state, processes, ownsDir, Date.now() - started, {
         detached,
+        binDir: options.binDir,
         timeoutMs: timeout,
         apiserver: apiserverCommand,
       });
@@ -376,6 +360,43 @@ export class ControlPlane {
 
   kubeconfigFor(user: string): string {
     return user === 'admin' ? this.state.kubeconfig : join(this.state.dir, `kubeconfig-${user}`);
+  }
+
+  /**
+   * Starts kwok, which plays nodes annotated kwok.x-k8s.io/node=fake and KubeVirt VirtualMachines
+   * (kwok-stages.yaml). Call it after the CRDs its stages name are installed: kwok looks them up once.
+   */
+  async startKwok(): Promise<void> {
+    if (this.state.pids.kwok !== undefined && isAlive(this.state.pids.kwok)) return;
+    const { detached, binDir } = this.restart;
+    const kwokCommand: Command = {
+      binary: join(binDir, 'kwok'),
+      args: [
+        `--kubeconfig=${this.state.kubeconfig}`,
+        `--config=${fileURLToPath(new URL('kwok-stages.yaml', import.meta.url))}`,
+        `--manage-nodes-with-annotation-selector=${KWOK_NODE_ANNOTATION}=fake`,
+        '--node-ip=127.0.0.1',
+      ],
+      logFile: join(this.state.dir, 'kwok.log'),
+      pidFile: join(this.state.dir, 'kwok.pid'),
+    };
+    // kwok reads discovery once and exits if a kind its stages name is missing, and discovery can
+    // lag a moment behind a CRD that is already Established: wait for it, and check kwok stays up.
+    const ca = await readFile(this.state.caCert);
+    for (let i = 0; i < 100; i++) {
+      if ((await get(`${this.state.server}/apis/kubevirt.io/v1`, ca, this.state.tokens.admin)).status === 200) break;
+      await sleep(100);
+    }
+    let kwok = launch(kwokCommand, detached);
+    for (let attempt = 1; ; attempt++) {
+      await sleep(1000);
+      if (kwok.exitCode === null && kwok.signalCode === null) break;
+      if (attempt >= 5) throw new Error(`kwok exited at start; see ${kwokCommand.logFile}`);
+      kwok = launch(kwokCommand, detached);
+    }
+    this.processes.splice(1, 0, kwok); // stopped before etcd, after the API server
+    this.state.pids.kwok = await binaryPid(kwok, kwokCommand, detached);
+    await writeFile(join(this.state.dir, 'state.json'), JSON.stringify(this.state, null, 2));
   }
 
   /** Stops kube-apiserver only (etcd and its data stay); returns once it exited and its port is closed. */

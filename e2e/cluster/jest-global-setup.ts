@@ -18,11 +18,12 @@ export default async function globalSetup(): Promise<void> {
     return;
   }
   const binDir = await resolveBinaries();
-  const plane = await ControlPlane.start({ binDir, users: TEST_USERS, kwok: true });
+  const plane = await ControlPlane.start({ binDir, users: TEST_USERS });
   (globalThis as { __controlPlane?: ControlPlane }).__controlPlane = plane;
   const kc = new KubeConfig();
   kc.loadFromFile(plane.kubeconfig);
   const crds = await installCrds(kc, await crdFiles());
+  await plane.startKwok(); // after the CRDs: kwok looks up the kinds its stages name once, at start
   process.env.CODEBROWSE_TEST_KUBECONFIG = plane.kubeconfig;
   process.env.CODEBROWSE_TEST_DIR = plane.state.dir;
   process.env.CODEBROWSE_BIN_DIR = binDir;

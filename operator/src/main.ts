@@ -16,12 +16,15 @@ import { downloadRequestController } from './controllers/downloadrequest/control
 import { cacheCommand, fetchCommand } from './fetch/cli.ts';
 import { plugins } from './fetch/plugin.ts';
 import { ContentStore } from './fetch/store.ts';
+import { Mailer, parseMailerConfig } from './notify/mailer.ts';
+import { portalHandlers, startPortal } from './portal/server.ts';
 
 const USAGE = `Usage: codebrowse <role> [flags]
 
 Roles:
   operator    reconciles ServerPools and BrowseSessions (leader-elected)
   downloader  takes DownloadRequests and fetches them into the store (run as many as you like)
+  portal      the guest agents' API (session pages and console follow)
   fetch       one download into the store, with the same guard and plug-ins, for people and tests
   cache       lists the download store
 
@@ -53,6 +56,18 @@ Flags:
 Signals: SIGTERM or SIGINT stop taking requests, hand the ones in flight back, and exit 0.
 `;
 
+const PORTAL_USAGE = `Usage: codebrowse portal [flags]
+
+Serves the guest agents: an agent authenticates with its VM's token, waits for its VM to be
+claimed, fetches the session manifest and reports each install step into the session's status.
+
+Flags:
+  --http-address HOST:PORT          listen here; also /metrics, /healthz, /readyz (default :8082)
+  --kubeconfig PATH                 kubeconfig to use (default: $KUBECONFIG, ~/.kube/config, or in-cluster)
+  --log-level LEVEL                 fatal, error, warn, info, debug, trace or silent (default info)
+  -h, --help                        show this help
+`;
+
 const OPERATOR_USAGE = `Usage: codebrowse operator [flags]
 
 Reconciles codebrowse's custom resources. Several replicas may run: they elect a leader on a
@@ -69,6 +84,13 @@ Flags:
   --retry-period DURATION           how often to try to acquire or renew (default 2s)
   --identity NAME                   our name in the Lease and in Events (default $POD_NAME or host_random)
   --workers N                       reconciles in parallel per controller (default 2)
+  --portal-url URL                  where guest agents reach the portal (default http://codebrowse-portal.codebrowse-system.svc:8082)
+  --page-base-url URL               base of the session page links mailed to users (default: --portal-url)
+  --smtp-url URL                    mail relay, smtp://[user@]host[:port][?starttls=required|opportunistic|never]
+                                    or smtps://...; no --smtp-url: no mail is sent
+  --mail-from ADDRESS               sender of the mails (required with --smtp-url)
+  --smtp-ca FILE                    extra CA certificates (PEM) for the relay's TLS
+  --smtp-password-file FILE         the relay password (instead of one in --smtp-url)
   --log-level LEVEL                 fatal, error, warn, info, debug, trace or silent (default info)
   -h, --help                        show this help
 
@@ -107,6 +129,12 @@ async function runOperator(argv: string[]): Promise<number> {
       'retry-period': { type: 'string', default: '2s' },
       identity: { type: 'string', default: process.env.POD_NAME || `${hostname()}_${randomBytes(4).toString('hex')}` },
       workers: { type: 'string', default: '2' },
+      'portal-url': { type: 'string', default: 'http://codebrowse-portal.codebrowse-system.svc:8082' },
+      'page-base-url': { type: 'string' },
+      'smtp-url': { type: 'string' },
+      'mail-from': { type: 'string' },
+      'smtp-ca': { type: 'string' },
+      'smtp-password-file': { type: 'string' },
       'log-level': { type: 'string', default: 'info' },
       help: { type: 'boolean', short: 'h' },
     },
@@ -153,8 +181,30 @@ async function runOperator(argv: string[]): Promise<number> {
       void manager.stop().then(() => process.exit(1));
     },
   });
-  registerControllers(manager, { workers });
-  await runUntilSignalled(manager, log, { leaderElection: values['leader-elect'], workers });
+  let mailConfig;
+  try {
+    mailConfig = await parseMailerConfig({
+      smtpUrl: values['smtp-url'],
+      from: values['mail-from'],
+      caFile: values['smtp-ca'],
+      passwordFile: values['smtp-password-file'],
+    });
+  } catch (error) {
+    throw new UsageError((error as Error).message);
+  }
+  const mailer = mailConfig ? new Mailer(mailConfig) : undefined;
+  registerControllers(manager, {
+    workers,
+    portalUrl: values['portal-url'],
+    pageBaseUrl: values['page-base-url'] ?? values['portal-url'],
+    mailer,
+  });
+  await runUntilSignalled(manager, log, {
+    leaderElection: values['leader-elect'],
+    workers,
+    mail: mailConfig ? mailConfig.url : 'off',
+  });
+  mailer?.close();
   return exitCode;
 }
 
@@ -239,6 +289,36 @@ async function runDownloader(argv: string[]): Promise<number> {
   return 0;
 }
 
+async function runPortal(argv: string[]): Promise<number> {
+  const { values } = parseArgs({
+    args: argv,
+    options: {
+      'http-address': { type: 'string', default: ':8082' },
+      kubeconfig: { type: 'string' },
+      'log-level': { type: 'string', default: 'info' },
+      help: { type: 'boolean', short: 'h' },
+    },
+  });
+  if (values.help) {
+    process.stdout.write(PORTAL_USAGE);
+    return 0;
+  }
+  let log;
+  try {
+    log = createLogger(values['log-level']);
+  } catch (error) {
+    throw new UsageError((error as Error).message);
+  }
+  const client = new KubeClient(loadKubeConfig(values.kubeconfig), 'codebrowse-portal');
+  const metrics = new OperatorMetrics({ processMetrics: true });
+  const manager = new Manager({ client, log, metrics, identity: 'portal', leaderElection: false, httpAddress: false });
+  const agentApi = portalHandlers(manager, client, log);
+  const portal = await startPortal({ address: values['http-address'], manager, agentApi, metrics });
+  await runUntilSignalled(manager, log, { httpAddress: portal.address });
+  await portal.close();
+  return 0;
+}
+
 /** Starts the manager and returns when SIGTERM/SIGINT stopped it (a second signal exits at once). */
 async function runUntilSignalled(manager: Manager, log: Logger, started: Record<string, unknown>): Promise<void> {
   const stopped = new Promise<void>((resolve) => {
@@ -270,6 +350,8 @@ export async function main(argv: string[]): Promise<number> {
         return await runOperator(rest);
       case 'downloader':
         return await runDownloader(rest);
+      case 'portal':
+        return await runPortal(rest);
       case 'fetch':
         return await fetchCommand(rest);
       case 'cache':

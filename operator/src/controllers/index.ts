@@ -5,9 +5,16 @@ import type { Manager } from '../runtime/manager.ts';
 import { Resources } from '../runtime/resources.ts';
 import { browseSessionController } from './browsesession/controller.ts';
 import { serverPoolController } from './serverpool/controller.ts';
+import { warmPoolController } from './warmpool/controller.ts';
+import type { Mailer } from '../notify/mailer.ts';
 
 export interface ControllerSettings {
   workers: number;
+  /** Where guest agents reach the portal (their per-VM token goes with it). */
+  portalUrl: string;
+  /** Base URL of the session pages mailed to users. */
+  pageBaseUrl: string;
+  mailer?: Mailer;
   /** For tests: the gatekeeper's dice. */
   random?: () => number;
 }
@@ -17,5 +24,15 @@ export function registerControllers(manager: Manager, settings: ControllerSettin
   const pools = () => manager.informer<ServerPool>(Resources.ServerPool);
   const sessions = () => manager.informer<BrowseSession>(Resources.BrowseSession);
   manager.addController(serverPoolController({ pools }));
-  manager.addController(browseSessionController({ sessions, workers: settings.workers, random: settings.random }));
+  manager.addController(
+    browseSessionController({
+      sessions,
+      workers: settings.workers,
+      random: settings.random,
+      portalUrl: settings.portalUrl,
+      pageBaseUrl: settings.pageBaseUrl,
+      mailer: settings.mailer,
+    }),
+  );
+  manager.addController(warmPoolController({ portalUrl: settings.portalUrl }));
 }

@@ -75,6 +75,9 @@ export class Manager {
   /** The shared cache of a kind (one per kind, namespace and selector). */
   informer<T extends KubeObject>(type: ResourceType, options: InformerOptions = {}): Informer<T> {
     const merged = { ...this.options.informerDefaults, ...options };
+    // A default selector (a test's scope, a shard) still applies when a watch adds its own.
+    const selectors = [this.options.informerDefaults?.labelSelector, options.labelSelector].filter(Boolean);
+    if (selectors.length) merged.labelSelector = [...new Set(selectors)].join(',');
     const key = `${resourceName(type)}|${merged.namespace ?? ''}|${merged.labelSelector ?? ''}`;
     let informer = this.informers.get(key);
     if (!informer) {

@@ -31,10 +31,11 @@ let store: string;
 const running = new Set<ChildProcess>();
 
 beforeAll(async () => {
-  plane = await ControlPlane.start({ binDir: await resolveBinaries(), kwok: true });
+  plane = await ControlPlane.start({ binDir: await resolveBinaries() });
   const kc = new KubeConfig();
   kc.loadFromFile(plane.kubeconfig);
   await installCrds(kc, await crdFiles());
+  await plane.startKwok();
   client = clientFor(plane.kubeconfig);
   for (const name of [NAMESPACE, 'codebrowse-system']) await client.create(Resources.Namespace, { metadata: { name } });
   // Packages come from a server on loopback, fetched by a downloader that is not killed.

@@ -13,7 +13,10 @@ import type { ServerPoolSpec } from '../../src/api/serverpool.ts';
 import { registerControllers } from '../../src/controllers/index.ts';
 import { downloadRequestController } from '../../src/controllers/downloadrequest/controller.ts';
 import { ContentStore } from '../../src/fetch/store.ts';
+import type { Mailer } from '../../src/notify/mailer.ts';
 import { TestServer } from '../fetch/servers.ts';
+import { portalHandlers, startPortal } from '../../src/portal/server.ts';
+import { freePort } from '../../../e2e/cluster/control-plane.ts';
 import type { KubeClient } from '../../src/runtime/client.ts';
 import { Manager } from '../../src/runtime/manager.ts';
 import { OperatorMetrics } from '../../src/runtime/metrics.ts';
@@ -30,6 +33,8 @@ export interface World {
   manager: Manager;
   /** A URL on the world's package server (any path serves a small file). */
   packageUrl(path: string): string;
+  /** The portal (guest agent API) the world runs. */
+  portalUrl: string;
   /** Requests the package server answered, by path. */
   packageHits: Map<string, number>;
   node(name: string, labels?: Record<string, string>): Promise<Node>;
@@ -44,7 +49,10 @@ export function uniqueName(prefix: string): string {
   return `${prefix}-${randomBytes(3).toString('hex')}`;
 }
 
-export async function startWorld(client: KubeClient, options: { random?: () => number } = {}): Promise<World> {
+export async function startWorld(
+  client: KubeClient,
+  options: { random?: () => number; mailer?: Mailer } = {},
+): Promise<World> {
   const scope = uniqueName('scope');
   const labels = { [SCOPE_LABEL]: scope };
   const manager = new Manager({
@@ -56,7 +64,15 @@ export async function startWorld(client: KubeClient, options: { random?: () => n
     leaderElection: false,
     informerDefaults: { labelSelector: `${SCOPE_LABEL}=${scope}` },
   });
-  registerControllers(manager, { workers: 2, random: options.random });
+  const agentApi = portalHandlers(manager, client, testLogger());
+  const portalPort = await freePort();
+  registerControllers(manager, {
+    workers: 2,
+    random: options.random,
+    portalUrl: `http://127.0.0.1:${portalPort}`, // the guest agent is played by the tests
+    pageBaseUrl: 'https://codebrowse.example.org',
+    mailer: options.mailer,
+  });
   // A downloader in the same process, and a package server on loopback (allowed by the pools).
   const packageHits = new Map<string, number>();
   const packages = await new TestServer((req, res) => {
@@ -73,7 +89,9 @@ export async function startWorld(client: KubeClient, options: { random?: () => n
       timeouts: { connectMs: 2000, idleMs: 2000, totalMs: 10_000 },
     }),
   );
+  await client.create(Resources.Namespace, { metadata: { name: 'codebrowse-vms' } }).catch(() => undefined);
   await manager.start();
+  const portal = await startPortal({ address: `127.0.0.1:${portalPort}`, manager, agentApi });
   const nodes: string[] = [];
   const pools: string[] = [];
 
@@ -150,7 +168,9 @@ export async function startWorld(client: KubeClient, options: { random?: () => n
         } as BrowseSessionSpec,
       });
     },
+    portalUrl: `http://${portal.address}`,
     async stop() {
+      await portal.close();
       await manager.stop();
       await packages.close();
       await rm(storeDir, { recursive: true, force: true });

@@ -1,7 +1,7 @@
 // The BrowseSession reconciler: an ordered list of small steps (DESIGN.md, "Flow of one session"),
-// each computed from the world as it is, and one status write at the end. Built so far: finalizer,
-// the per-user queue, downloads, and placement (node and address). The VM, DNS, mail and expiry
-// steps join here.
+// each computed from the world as it is, and one status write at the end: finalizer, the per-user
+// queue, downloads, placement (node and address), login, VM (warm claim or cold), the guest's
+// install report, DNS, mail, Ready, expiry; and the teardown that expiry, failure and deletion share.
 import type { BrowseSessionStatus } from '../../api/browsesession.ts';
 import type { BrowseSession, DownloadRequest, Node, ServerPool } from '../../api/objects.ts';
 import { type Condition, setCondition } from '../../runtime/conditions.ts';
@@ -17,15 +17,32 @@ import { Resources } from '../../runtime/resources.ts';
 import { buildDownloadRequests, summarizeDownloads } from './downloads.ts';
 import { planPlacement } from './placement.ts';
 import { hasEnded, keyOf, queueState } from './queue.ts';
+import {
+  type MachineDeps,
+  ensureDns,
+  ensureLogin,
+  ensureVm,
+  installStep,
+  notify,
+  pageUrl,
+  readyStep,
+  releaseVm,
+  teardown,
+} from './machine.ts';
+import { ANNOTATIONS, type VirtualMachine } from '../../vm/builders.ts';
+import { durationOr } from '../../api/duration.ts';
+import { getCondition } from '../../runtime/conditions.ts';
 
 export const SESSION_FINALIZER = 'codebrowse.io/session-cleanup';
 const POOL_MISSING_RETRY_MS = 30_000;
 
-export interface SessionControllerOptions {
+export interface SessionControllerOptions extends MachineDeps {
   workers?: number;
   /** Sessions of every pool, to map pool and node events to the sessions they concern. */
   sessions: () => Informer<BrowseSession>;
   random?: () => number;
+  /** Told when a session becomes Ready (metrics). */
+  onReady?: (session: BrowseSession) => void;
 }
 
 type Status = BrowseSessionStatus;
@@ -64,7 +81,20 @@ export function browseSessionController(options: SessionControllerOptions): Cont
         type: Resources.BrowseSession,
         keys: (s) => {
           const session = s as BrowseSession;
-          return hasEnded(session) ? sessionsWhere((o) => o.spec.user === session.spec.user && !hasEnded(o)) : [];
+          if (hasEnded(session))
+            return [keyOf(session), ...sessionsWhere((o) => o.spec.user === session.spec.user && !hasEnded(o))];
+          // The portal records the guest agent's report in the status: go on from there.
+          const installed = getCondition(session.status?.conditions as Condition[] | undefined, 'Installed');
+          return installed && installed.status !== 'Unknown' && session.status?.phase === 'Installing'
+            ? [keyOf(session)]
+            : [];
+        },
+      },
+      {
+        type: Resources.VirtualMachine,
+        keys: (vm) => {
+          const ref = vm.metadata.annotations?.[ANNOTATIONS.sessionRef];
+          return ref ? [ref] : [];
         },
       },
       { type: Resources.DownloadRequest, keys: ownerKeys(Resources.BrowseSession) },
@@ -83,10 +113,12 @@ export function browseSessionController(options: SessionControllerOptions): Cont
         await ctx.writer.addFinalizer(Resources.BrowseSession, session, SESSION_FINALIZER);
         return;
       }
-      if (hasEnded(session)) return;
+      if (hasEnded(session)) return ended(session, ctx);
       const generation = session.metadata.generation;
       let status: Status = { ...(session.status ?? {}) };
-      const write = async (next: Status, precondition = false): Promise<void> => {
+      // Every write names the version it read: the portal writes the guest's reports into the same
+      // status, and a write from a stale copy must not wipe them out (a conflict just retries).
+      const write = async (next: Status, precondition = true): Promise<void> => {
         await ctx.writer.patchStatus(Resources.BrowseSession, session, next, { precondition });
       };
 
@@ -167,7 +199,7 @@ export function browseSessionController(options: SessionControllerOptions): Cont
       );
 
       // Steps 4 and 5: node and address.
-      return placing.run(session.spec.pool, async () => {
+      const placement = await placing.run(session.spec.pool, async () => {
         // Under the lock, read again: the cache now holds every address placed before us.
         const current = ctx.cache<BrowseSession>(Resources.BrowseSession).get(ctx.key) ?? session;
         const outcome = planPlacement(
@@ -180,25 +212,142 @@ export function browseSessionController(options: SessionControllerOptions): Cont
             random: options.random,
           },
         );
-        await ctx.writer.patchStatus(Resources.BrowseSession, current, outcome.status ?? status, {
-          precondition: outcome.claimsAddress,
-        });
         if (outcome.event) await ctx.event(outcome.event.type, outcome.event.reason, outcome.event.message);
-        if (outcome.status?.ip && outcome.claimsAddress)
-          ctx.log.info({ node: outcome.status.node, ip: outcome.status.ip }, 'session placed');
-        return outcome.requeueAfterMs === undefined ? undefined : { requeueAfterMs: outcome.requeueAfterMs };
+        // A session that moves off a lost node leaves its VM there; a new one starts on the new node.
+        if (outcome.event?.reason === 'NodeLost')
+          await releaseVm(current, ctx.cache<VirtualMachine>(Resources.VirtualMachine).list(), ctx);
+        const next = outcome.status ?? status;
+        if (outcome.claimsAddress || outcome.event || !next.ip) {
+          await ctx.writer.patchStatus(Resources.BrowseSession, current, next, { precondition: true });
+          if (next.ip && outcome.claimsAddress) ctx.log.info({ node: next.node, ip: next.ip }, 'session placed');
+          // Placed: go on at once (our own status write does not wake us).
+          return { done: true as const, requeueAfterMs: next.ip ? 0 : outcome.requeueAfterMs };
+        }
+        return { done: false as const, status: next, requeueAfterMs: outcome.requeueAfterMs };
       });
+      if (placement.done)
+        return placement.requeueAfterMs === undefined ? undefined : { requeueAfterMs: placement.requeueAfterMs };
+      status = placement.status;
+      const recheckNodeMs = placement.requeueAfterMs;
+
+      // Expiry: the booked time is over.
+      if (status.expiresAt && Date.now() >= Date.parse(status.expiresAt)) {
+        await release(session, ctx);
+        const { node: _n, ip: _i, vm: _v, ...rest } = status;
+        let expired: Status = { ...rest, phase: 'Expired' };
+        expired = condition(
+          expired,
+          'Ready',
+          'False',
+          'Expired',
+          `the booked time ended at ${status.expiresAt}`,
+          generation,
+        );
+        expired = condition(
+          expired,
+          'Expired',
+          'True',
+          'Expired',
+          `the VM, its address and DNS name were released at the end of the booking (${status.expiresAt})`,
+          generation,
+        );
+        await write(expired);
+        await ctx.event('Normal', 'Expired', `booking over: VM, address and DNS name released`);
+        return;
+      }
+
+      // Steps 6–9: login, VM, the guest's report, DNS, mail, Ready.
+      await ensureLogin(session, ctx);
+      const vms = ctx.cache<VirtualMachine>(Resources.VirtualMachine).list();
+      const stepped = await runSteps(status, [
+        (s) => ensureVm(session, s, pool, vms, ctx, options),
+        async (s) => installStep(session, s),
+        (s) => ensureDns(session, s, pool, ctx),
+        async (s) => readyStep(session, s, pool),
+        (s) => notify('ready', session, s, ctx, options),
+      ]);
+      if (stepped.status.phase === 'Ready' && !stepped.status.url)
+        stepped.status = { ...stepped.status, url: pageUrl(options, session) };
+      await write(stepped.status);
+      if (stepped.status.phase === 'Ready' && status.phase !== 'Ready') {
+        options.onReady?.(session);
+        await ctx.event(
+          'Normal',
+          'Ready',
+          `${stepped.status.hostname} (${stepped.status.ip}) is ready until ${stepped.status.expiresAt}`,
+        );
+      }
+      const waits = [stepped.requeueAfterMs, recheckNodeMs].filter((ms): ms is number => ms !== undefined);
+      return waits.length ? { requeueAfterMs: Math.min(...waits) } : undefined;
     },
   };
+
+  /** A Failed or Expired session: nothing held, the user told, and deleted after the pool's history TTL. */
+  async function ended(session: BrowseSession, ctx: ReconcileContext): Promise<ReconcileResult | void> {
+    let status: Status = { ...(session.status ?? {}) };
+    if (status.ip || status.node || status.vm) {
+      await release(session, ctx);
+      const { node: _n, ip: _i, vm: _v, ...rest } = status;
+      status = rest;
+    }
+    if (status.phase === 'Failed') {
+      const failed = getCondition(status.conditions as Condition[] | undefined, 'Failed');
+      const sent = await notify(
+        failed?.reason === 'NoCapacity' ? 'noCapacity' : 'failed',
+        session,
+        status,
+        ctx,
+        options,
+      );
+      status = sent.status;
+      if (sent.requeueAfterMs !== undefined) {
+        await ctx.writer.patchStatus(Resources.BrowseSession, session, status);
+        return { requeueAfterMs: sent.requeueAfterMs };
+      }
+    }
+    await ctx.writer.patchStatus(Resources.BrowseSession, session, status);
+    const pool = ctx.cache<ServerPool>(Resources.ServerPool).get(session.spec.pool);
+    const endedAt = Date.parse(
+      (status.phase === 'Expired'
+        ? status.expiresAt
+        : getCondition(status.conditions as Condition[] | undefined, 'Failed')?.lastTransitionTime) ?? '',
+    );
+    const keepMs = durationOr(pool?.spec.sessions?.historyTTL, 24 * 3_600_000);
+    if (Number.isNaN(endedAt)) return;
+    const left = endedAt + keepMs - Date.now();
+    if (left > 0) return { requeueAfterMs: left };
+    await ctx.writer.delete(Resources.BrowseSession, session);
+    ctx.log.info('history TTL over: session deleted');
+  }
+
+  async function release(session: BrowseSession, ctx: ReconcileContext): Promise<void> {
+    await teardown(
+      session,
+      ctx.cache<VirtualMachine>(Resources.VirtualMachine).list(),
+      ctx.cache<DownloadRequest>(Resources.DownloadRequest).list(),
+      ctx,
+    );
+  }
+
+  /** Deleting a session: release what it holds, then let it go (the address goes with the object). */
+  async function finish(session: BrowseSession, ctx: ReconcileContext): Promise<void> {
+    await release(session, ctx);
+    await ctx.writer.removeFinalizer(Resources.BrowseSession, session, SESSION_FINALIZER);
+  }
 }
 
-/** Deleting a session: release what it holds, then let it go (the address goes with the object). */
-async function finish(session: BrowseSession, ctx: ReconcileContext): Promise<void> {
-  // Its DownloadRequests (the downloaded content stays in the store's cache).
-  for (const request of ctx.cache<DownloadRequest>(Resources.DownloadRequest).list()) {
-    const owned = request.metadata.ownerReferences?.some((ref) => ref.uid === session.metadata.uid);
-    if (owned && request.metadata.namespace === session.metadata.namespace)
-      await ctx.writer.delete(Resources.DownloadRequest, request);
+/** Runs steps in order until one says stop; the last wait asked for wins. */
+async function runSteps(
+  status: Status,
+  steps: ((status: Status) => Promise<{ status: Status; proceed: boolean; requeueAfterMs?: number }>)[],
+): Promise<{ status: Status; requeueAfterMs?: number }> {
+  let current = status;
+  let requeueAfterMs: number | undefined;
+  for (const step of steps) {
+    const result = await step(current);
+    current = result.status;
+    if (result.requeueAfterMs !== undefined) requeueAfterMs = result.requeueAfterMs;
+    if (!result.proceed) break;
   }
-  await ctx.writer.removeFinalizer(Resources.BrowseSession, session, SESSION_FINALIZER);
+  return { status: current, requeueAfterMs };
 }

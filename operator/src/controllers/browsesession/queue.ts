@@ -25,12 +25,26 @@ export function keyOf(session: BrowseSession): string {
   return `${session.metadata.namespace}/${session.metadata.name}`;
 }
 
-/** Where `session` stands among the sessions of its user (`all` may hold other users' too). */
+/** Past the queue: it has begun its downloads or more. */
+export function hasStarted(session: BrowseSession): boolean {
+  const phase = session.status?.phase;
+  return phase !== undefined && phase !== 'Pending' && phase !== 'Queued';
+}
+
+/**
+ * Where `session` stands among the sessions of its user (`all` may hold other users' too). A
+ * session that has started stays active; among the others, the oldest goes first (creation time,
+ * then namespace and name when two were created in the same second).
+ */
 export function queueState(session: BrowseSession, all: readonly BrowseSession[]): QueueState {
-  const waiting = all
-    .filter((s) => s.spec.user === session.spec.user && !hasEnded(s))
+  if (hasStarted(session)) return { active: true };
+  const mine = all.filter((s) => s.spec.user === session.spec.user && !hasEnded(s));
+  const started = mine.filter((s) => hasStarted(s) && s.metadata.uid !== session.metadata.uid);
+  const waiting = mine
+    .filter((s) => !hasStarted(s))
     .sort((a, b) => (order(a) < order(b) ? -1 : order(a) > order(b) ? 1 : 0));
   const index = waiting.findIndex((s) => s.metadata.uid === session.metadata.uid);
-  if (index <= 0) return { active: true };
-  return { active: false, position: index, waitsFor: keyOf(waiting[0]!) };
+  const ahead = started.length + Math.max(index, 0);
+  if (ahead === 0) return { active: true };
+  return { active: false, position: ahead, waitsFor: keyOf(started[0] ?? waiting[0]!) };
 }

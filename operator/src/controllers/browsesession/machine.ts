@@ -1,0 +1,378 @@
+// Steps 6–10 of a session (DESIGN.md): login, VM (a warm claim or a cold clone), the guest's install
+// report, DNS, mail, Ready and expiry, plus the teardown that expiry and deletion share. Each step
+// reads the world, does at most a few writes, and says whether the session may go on.
+import { randomBytes } from 'node:crypto';
+import type { BrowseSessionStatus } from '../../api/browsesession.ts';
+import { durationOr } from '../../api/duration.ts';
+import type { BrowseSession, DownloadRequest, ServerPool } from '../../api/objects.ts';
+import { type Mailer, isTransientMailError, messageIdFor } from '../../notify/mailer.ts';
+import { type SessionMailKind, renderSessionMail } from '../../notify/render.ts';
+import { isNotFound } from '../../runtime/client.ts';
+import { type Condition, getCondition, setCondition } from '../../runtime/conditions.ts';
+import type { ReconcileContext } from '../../runtime/controller.ts';
+import { Resources } from '../../runtime/resources.ts';
+import {
+  ANNOTATIONS,
+  LABELS,
+  type Secret,
+  type VirtualMachine,
+  agentSecretName,
+  buildAgentSecret,
+  buildDNSEndpoint,
+  buildLoginSecret,
+  buildVirtualMachine,
+  dnsEndpointName,
+  generatePassword,
+  hostnameOf,
+  imageFor,
+  loginSecretName,
+  newVmName,
+  sessionLabel,
+} from '../../vm/builders.ts';
+import { isWarmAndReady, nodeOf } from '../warmpool/controller.ts';
+
+type Status = BrowseSessionStatus;
+
+export interface MachineDeps {
+  portalUrl: string;
+  /** Base of session page links: <pageBaseUrl>/sessions/<namespace>/<name>. */
+  pageBaseUrl: string;
+  mailer?: Mailer;
+  onClaim?: (kind: 'warm' | 'cold') => void;
+}
+
+export interface StepResult {
+  status: Status;
+  /** False: stop here for now (waiting for something that will wake us, or failed). */
+  proceed: boolean;
+  requeueAfterMs?: number;
+}
+
+function timestamp(ms: number = Date.now()): string {
+  return new Date(ms).toISOString().replace(/\.\d+Z$/, 'Z');
+}
+
+export function withCondition(
+  status: Status,
+  type: string,
+  value: 'True' | 'False' | 'Unknown',
+  reason: string,
+  message: string,
+  generation?: number,
+): Status {
+  return {
+    ...status,
+    conditions: setCondition(
+      status.conditions as Condition[] | undefined,
+      { type, status: value, reason, message, observedGeneration: generation },
+      new Date(),
+    ),
+  };
+}
+
+export function pageUrl(deps: MachineDeps, session: BrowseSession): string {
+  return `${deps.pageBaseUrl.replace(/\/$/, '')}/sessions/${session.metadata.namespace}/${session.metadata.name}`;
+}
+
+/** The user's login Secret (generated password), created once. */
+export async function ensureLogin(session: BrowseSession, ctx: ReconcileContext): Promise<void> {
+  const existing = await ctx.client.get<Secret>(Resources.Secret, loginSecretName(session), session.metadata.namespace);
+  if (existing) return;
+  await ctx.client.create(Resources.Secret, buildLoginSecret(session, generatePassword())).catch((error: unknown) => {
+    if (!(error instanceof Error && 'status' in error && error.status === 409)) throw error;
+  });
+}
+
+/** The VM holding the session's label: the one it claimed or created (so a crash never makes two). */
+export function sessionVm(session: BrowseSession, vms: readonly VirtualMachine[]): VirtualMachine | undefined {
+  const label = sessionLabel(session);
+  return vms.find(
+    (vm) =>
+      vm.metadata.labels?.[LABELS.session] === label &&
+      vm.metadata.annotations?.[ANNOTATIONS.sessionRef] === `${session.metadata.namespace}/${session.metadata.name}` &&
+      !vm.metadata.deletionTimestamp,
+  );
+}
+
+/** Step 6: a warm VM on the session's node claimed (label change with a resourceVersion precondition), else a cold one. */
+export async function ensureVm(
+  session: BrowseSession,
+  status: Status,
+  pool: ServerPool,
+  vms: readonly VirtualMachine[],
+  ctx: ReconcileContext,
+  deps: MachineDeps,
+): Promise<StepResult> {
+  const generation = session.metadata.generation;
+  const image = imageFor(session, pool);
+  if (!image) {
+    const text = `pool ${pool.metadata.name} offers no image for os ${session.spec.os}${session.spec.image ? ` named ${session.spec.image}` : ''}: pick one of ${pool.spec.images.map((i) => i.name).join(', ')}`;
+    let failed = withCondition({ ...status, phase: 'Failed' }, 'VMReady', 'False', 'NoSuchImage', text, generation);
+    failed = withCondition(failed, 'Failed', 'True', 'NoSuchImage', text, generation);
+    return { status: failed, proceed: false };
+  }
+  let vm = sessionVm(session, vms);
+  if (!vm) {
+    const claim = { session, node: status.node!, ip: status.ip! };
+    const candidates = vms.filter(
+      (v) =>
+        isWarmAndReady(v) &&
+        v.metadata.labels?.[LABELS.image] === image.name &&
+        v.metadata.labels?.[LABELS.pool] === pool.metadata.name &&
+        nodeOf(v) === status.node,
+    );
+    for (const candidate of candidates) {
+      try {
+        vm = await ctx.client.mergePatch<VirtualMachine>(
+          Resources.VirtualMachine,
+          candidate.metadata.name!,
+          candidate.metadata.namespace,
+          {
+            metadata: {
+              resourceVersion: candidate.metadata.resourceVersion,
+              labels: {
+                [LABELS.warm]: null,
+                [LABELS.session]: sessionLabel(session),
+                [LABELS.user]: session.spec.user.slice(0, 63),
+              },
+              annotations: {
+                [ANNOTATIONS.paused]: null, // unpause
+                [ANNOTATIONS.address]: claim.ip,
+                [ANNOTATIONS.sessionRef]: `${session.metadata.namespace}/${session.metadata.name}`,
+              },
+            },
+          },
+        );
+        deps.onClaim?.('warm');
+        await ctx.event('Normal', 'VMClaimed', `claimed warm VM ${vm.metadata.name} on node ${status.node}`);
+        break;
+      } catch (error) {
+        if (!(error instanceof Error && 'status' in error && error.status === 409)) throw error;
+        // Another session was faster with this one: try the next.
+      }
+    }
+    if (!vm) {
+      const name = newVmName('vm', image);
+      await ctx.writer.apply(
+        Resources.Secret,
+        buildAgentSecret(pool, name, randomBytes(24).toString('hex'), deps.portalUrl, session.metadata.labels),
+        null,
+      );
+      vm = await ctx.client.create<VirtualMachine>(
+        Resources.VirtualMachine,
+        buildVirtualMachine(pool, image, name, claim),
+      );
+      deps.onClaim?.('cold');
+      await ctx.event(
+        'Normal',
+        'VMCreated',
+        `no warm VM of ${image.name} on node ${status.node}: created ${name} from snapshot ${image.snapshot}`,
+      );
+    }
+  }
+  let next: Status = { ...status, vm: vm.metadata.name, image: image.name };
+  const vmStatus = vm.status as { printableStatus?: string; ready?: boolean } | undefined;
+  const running = vmStatus?.printableStatus === 'Running' && !vm.metadata.annotations?.[ANNOTATIONS.paused];
+  if (!running) {
+    next = withCondition(
+      { ...next, phase: 'Starting' },
+      'VMReady',
+      'False',
+      'Starting',
+      `VM ${vm.metadata.name} is ${vmStatus?.printableStatus ?? 'being created'}`,
+      generation,
+    );
+    return { status: next, proceed: false };
+  }
+  next = withCondition(
+    next,
+    'VMReady',
+    'True',
+    'Running',
+    `VM ${vm.metadata.name} runs on node ${status.node}`,
+    generation,
+  );
+  return { status: next, proceed: true };
+}
+
+/** Step 7: the guest agent's report (written by the portal) says whether the packages are installed. */
+export function installStep(session: BrowseSession, status: Status): StepResult {
+  const installed = getCondition(status.conditions as Condition[] | undefined, 'Installed');
+  if (installed?.status === 'True') return { status, proceed: true };
+  if (installed?.status === 'False') {
+    const failed = withCondition(
+      { ...status, phase: 'Failed' },
+      'Failed',
+      'True',
+      'InstallFailed',
+      installed.message,
+      session.metadata.generation,
+    );
+    return { status: failed, proceed: false };
+  }
+  const next = withCondition(
+    { ...status, phase: 'Installing' },
+    'Installed',
+    'Unknown',
+    'WaitingForAgent',
+    'the guest agent has not reported yet',
+    session.metadata.generation,
+  );
+  return { status: next, proceed: false };
+}
+
+/** Step 8: <user>.<zone> → the address. */
+export async function ensureDns(
+  session: BrowseSession,
+  status: Status,
+  pool: ServerPool,
+  ctx: ReconcileContext,
+): Promise<StepResult> {
+  const endpoint = buildDNSEndpoint(session, pool, status.ip!);
+  await ctx.writer.apply(Resources.DNSEndpoint, endpoint);
+  const hostname = hostnameOf(session, pool);
+  const next = withCondition(
+    { ...status, hostname },
+    'DNSReady',
+    'True',
+    'Published',
+    `${hostname} → ${status.ip} (TTL ${pool.spec.dns.ttl ?? 1} s)`,
+    session.metadata.generation,
+  );
+  return { status: next, proceed: true };
+}
+
+/** Sends the mail of `kind` once: the Notified condition's reason records which one went out. */
+export async function notify(
+  kind: SessionMailKind,
+  session: BrowseSession,
+  status: Status,
+  ctx: ReconcileContext,
+  deps: MachineDeps,
+): Promise<StepResult> {
+  const reason = { ready: 'ReadyMailSent', noCapacity: 'RetryLaterMailSent', failed: 'FailureMailSent' }[kind];
+  const notified = getCondition(status.conditions as Condition[] | undefined, 'Notified');
+  if (notified?.status === 'True' && notified.reason === reason) return { status, proceed: true };
+  if (!deps.mailer) {
+    const next = withCondition(
+      status,
+      'Notified',
+      'True',
+      reason,
+      'mail is not configured (--smtp-url): nothing was sent',
+      session.metadata.generation,
+    );
+    return { status: next, proceed: true };
+  }
+  const failedCondition = getCondition(status.conditions as Condition[] | undefined, 'Failed');
+  const mail = renderSessionMail(kind, {
+    user: session.spec.user,
+    sessionName: session.metadata.name!,
+    namespace: session.metadata.namespace!,
+    pageUrl: pageUrl(deps, session),
+    hostname: status.hostname,
+    ip: status.ip,
+    os: session.spec.os,
+    image: status.image,
+    expiresAt: status.expiresAt,
+    duration: session.spec.duration,
+    packages: (status.packages ?? session.spec.packages).map((p) => ({
+      url: p.url,
+      installed: 'installed' in p ? p.installed : undefined,
+      message: 'message' in p ? p.message : undefined,
+    })),
+    reason: failedCondition?.reason,
+    message: failedCondition?.message,
+  });
+  try {
+    await deps.mailer.send({
+      to: session.spec.email,
+      ...mail,
+      messageId: messageIdFor(session.metadata.uid!, kind, deps.mailer.domain),
+    });
+  } catch (error) {
+    const text = error instanceof Error ? error.message : String(error);
+    if (isTransientMailError(error)) {
+      const next = withCondition(
+        status,
+        'Notified',
+        'False',
+        'MailDeferred',
+        `${text}; trying again`,
+        session.metadata.generation,
+      );
+      return { status: next, proceed: false, requeueAfterMs: 30_000 };
+    }
+    await ctx.event('Warning', 'MailRejected', text);
+    const next = withCondition(status, 'Notified', 'False', 'MailRejected', text, session.metadata.generation);
+    return { status: next, proceed: true };
+  }
+  await ctx.event('Normal', 'Notified', `mailed ${session.spec.email}: ${mail.subject}`);
+  const next = withCondition(
+    status,
+    'Notified',
+    'True',
+    reason,
+    `mailed ${session.spec.email}`,
+    session.metadata.generation,
+  );
+  return { status: next, proceed: true };
+}
+
+/** Step 9: Ready, with the clock of the booking started (expiresAt = readyAt + duration). */
+export function readyStep(session: BrowseSession, status: Status, pool: ServerPool): StepResult {
+  const now = Date.now();
+  const readyAt = status.readyAt ?? timestamp(now);
+  const duration = durationOr(session.spec.duration ?? pool.spec.sessions?.defaultDuration, 3_600_000);
+  const expiresAt = timestamp(Date.parse(readyAt) + duration);
+  let next: Status = { ...status, phase: 'Ready', readyAt, expiresAt };
+  next = withCondition(
+    next,
+    'Ready',
+    'True',
+    'Ready',
+    `${status.hostname} (${status.ip}) is yours until ${expiresAt}`,
+    session.metadata.generation,
+  );
+  return { status: next, proceed: true, requeueAfterMs: Math.max(0, Date.parse(expiresAt) - now) };
+}
+
+/**
+ * Everything a session holds, released: its VM and the VM's agent Secret, DNS record, login
+ * Secret and DownloadRequests. The address goes with the status write that follows (or with the
+ * object). Idempotent: what is already gone is skipped.
+ */
+export async function teardown(
+  session: BrowseSession,
+  vms: readonly VirtualMachine[],
+  requests: readonly DownloadRequest[],
+  ctx: ReconcileContext,
+): Promise<void> {
+  const ns = session.metadata.namespace;
+  const gone = (error: unknown): void => {
+    if (!isNotFound(error)) throw error;
+  };
+  await releaseVm(session, vms, ctx);
+  await ctx.client.delete(Resources.DNSEndpoint, dnsEndpointName(session), ns).catch(gone);
+  await ctx.client.delete(Resources.Secret, loginSecretName(session), ns).catch(gone);
+  for (const request of requests) {
+    const owned = request.metadata.ownerReferences?.some((ref) => ref.uid === session.metadata.uid);
+    if (owned && request.metadata.namespace === ns)
+      await ctx.client.delete(Resources.DownloadRequest, request.metadata.name!, ns).catch(gone);
+  }
+}
+
+/** Deletes the session's VM and its agent Secret (a move to another node, or the end). */
+export async function releaseVm(
+  session: BrowseSession,
+  vms: readonly VirtualMachine[],
+  ctx: ReconcileContext,
+): Promise<void> {
+  const vm = sessionVm(session, vms);
+  if (!vm) return;
+  const gone = (error: unknown): void => {
+    if (!isNotFound(error)) throw error;
+  };
+  await ctx.client.delete(Resources.VirtualMachine, vm.metadata.name!, vm.metadata.namespace).catch(gone);
+  await ctx.client.delete(Resources.Secret, agentSecretName(vm.metadata.name!), vm.metadata.namespace).catch(gone);
+}

@@ -1,0 +1,66 @@
+// The portal process: the guest agent's API now; the session pages and the console follow. Reads
+// through the shared caches of a Manager (no leader election: every replica serves).
+import { type Server, createServer } from 'node:http';
+import type { Logger } from 'pino';
+import type { Manager } from '../runtime/manager.ts';
+import type { OperatorMetrics } from '../runtime/metrics.ts';
+import { Resources } from '../runtime/resources.ts';
+import type { KubeClient } from '../runtime/client.ts';
+import type { Secret, VirtualMachine } from '../vm/builders.ts';
+import { AgentApi } from './agent-api.ts';
+
+export interface Portal {
+  address: string;
+  close(): Promise<void>;
+}
+
+/** Registers the caches the portal reads; call before manager.start(). */
+export function portalHandlers(manager: Manager, client: KubeClient, log: Logger): AgentApi {
+  return new AgentApi({
+    client,
+    secrets: manager.informer<Secret>(Resources.Secret, { labelSelector: 'codebrowse.io/vm' }),
+    vms: manager.informer<VirtualMachine>(Resources.VirtualMachine),
+    log: log.child({ component: 'agent-api' }),
+  });
+}
+
+export async function startPortal(options: {
+  address: string;
+  manager: Manager;
+  agentApi: AgentApi;
+  metrics?: OperatorMetrics;
+}): Promise<Portal> {
+  const { manager, agentApi, metrics } = options;
+  const server: Server = createServer((req, res) => {
+    void (async () => {
+      if (await agentApi.handle(req, res)) return;
+      const path = new URL(req.url ?? '/', 'http://portal').pathname;
+      if (path === '/healthz') res.writeHead(200).end('ok\n');
+      else if (path === '/readyz')
+        res.writeHead(manager.ready ? 200 : 503).end(manager.ready ? 'ok\n' : 'caches not synced\n');
+      else if (path === '/metrics' && metrics)
+        res.writeHead(200, { 'content-type': metrics.registry.contentType }).end(await metrics.registry.metrics());
+      else res.writeHead(404).end('not found\n');
+    })();
+  });
+  const [host, port] = splitAddress(options.address);
+  await new Promise<void>((resolve, reject) => {
+    server.once('error', reject);
+    server.listen(port, host, () => resolve());
+  });
+  const bound = server.address() as { address: string; port: number };
+  return {
+    address: `${bound.address.includes(':') ? `[${bound.address}]` : bound.address}:${bound.port}`,
+    close: () =>
+      new Promise<void>((resolve) => {
+        server.close(() => resolve());
+        server.closeAllConnections();
+      }),
+  };
+}
+
+function splitAddress(address: string): [string | undefined, number] {
+  const at = address.lastIndexOf(':');
+  const host = address.slice(0, at).replace(/^\[|\]$/g, '');
+  return [host || undefined, Number(address.slice(at + 1))];
+}

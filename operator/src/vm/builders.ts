@@ -1,0 +1,235 @@
+// Pure builders of every object a session's machine consists of: the KubeVirt VirtualMachine (warm
+// or cold, cloned from the image's golden snapshot), the per-VM agent Secret, the user's login
+// Secret, and the DNSEndpoint that publishes <user>.<zone>. No API calls here.
+import { randomBytes } from 'node:crypto';
+import type { V1VirtualMachine } from '@kubevirt-ui-ext/kubevirt-api/kubevirt';
+import type { PoolImage } from '../api/serverpool.ts';
+import type { BrowseSession, ServerPool } from '../api/objects.ts';
+import { controllerReference } from '../runtime/apply.ts';
+import type { KubeObject } from '../runtime/client.ts';
+import { Resources } from '../runtime/resources.ts';
+
+export const LABELS = {
+  pool: 'codebrowse.io/pool',
+  image: 'codebrowse.io/image',
+  /** "true" on a pre-booted, paused VM nobody has claimed. */
+  warm: 'codebrowse.io/warm',
+  /** <namespace>.<name> of the session that claimed the VM. */
+  session: 'codebrowse.io/session',
+  user: 'codebrowse.io/user',
+} as const;
+
+export const ANNOTATIONS = {
+  /** Present ("true") while the VM is paused: KubeVirt's pause, as the VM host maps it. */
+  paused: 'codebrowse.io/paused',
+  goldenSnapshot: 'codebrowse.io/golden-snapshot',
+  /** The address the guest takes (from the pool), and the node it must run on. */
+  address: 'codebrowse.io/address',
+  /** <namespace>/<name> of the claiming session, readable (labels cannot hold a slash). */
+  sessionRef: 'codebrowse.io/session-ref',
+} as const;
+
+export type VirtualMachine = V1VirtualMachine & KubeObject;
+
+export interface Secret extends KubeObject {
+  type?: string;
+  data?: Record<string, string>;
+  stringData?: Record<string, string>;
+}
+
+export interface DNSEndpoint extends KubeObject {
+  spec: { endpoints: { dnsName: string; recordType: string; targets: string[]; recordTTL?: number }[] };
+}
+
+const DEFAULT_VM_NAMESPACE = 'codebrowse-vms';
+
+export function vmNamespace(pool: ServerPool): string {
+  return pool.spec.vmNamespace ?? DEFAULT_VM_NAMESPACE;
+}
+
+/** The value of the session label: labels allow no "/", and at most 63 characters. */
+export function sessionLabel(session: BrowseSession): string {
+  return `${session.metadata.namespace}.${session.metadata.name}`.slice(0, 63).replace(/[^A-Za-z0-9]+$/, '');
+}
+
+/** The image a session runs: by name if it asks for one, else the first of its OS and architecture. */
+export function imageFor(session: BrowseSession, pool: ServerPool): PoolImage | undefined {
+  const arch = session.spec.arch ?? 'amd64';
+  return pool.spec.images.find((image) =>
+    session.spec.image
+      ? image.name === session.spec.image
+      : image.os === session.spec.os && (image.arch ?? 'amd64') === arch,
+  );
+}
+
+export function agentSecretName(vmName: string): string {
+  return `${vmName}-agent`;
+}
+
+/** A fresh name for a VM of `image`: warm-<image>-<random> or vm-<image>-<random>. */
+export function newVmName(kind: 'warm' | 'vm', image: PoolImage): string {
+  return `${kind}-${image.name.slice(0, 40)}-${randomBytes(4).toString('hex')}`;
+}
+
+/**
+ * A VM of `image` cloned from its golden snapshot, on `placement.node`: warm ones (no session) are
+ * created paused and unclaimed; a cold one is created for (and labelled with) a session. The root disk is a DataVolume restored
+ * from the golden snapshot; cloud-init hands the guest agent its per-VM token Secret.
+ */
+export function buildVirtualMachine(
+  pool: ServerPool,
+  image: PoolImage,
+  name: string,
+  placement: { node: string; session?: BrowseSession; ip?: string },
+): VirtualMachine {
+  const claim = placement.session && placement.ip ? { session: placement.session, ip: placement.ip } : undefined;
+  const namespace = vmNamespace(pool);
+  // The labels of what it is made for (the session, or the pool for a warm VM) come along, so
+  // tools that select by label see it.
+  const labels: Record<string, string> = {
+    ...(claim ? claim.session.metadata.labels : pool.metadata.labels),
+    [LABELS.pool]: pool.metadata.name!,
+    [LABELS.image]: image.name,
+    ...(claim
+      ? { [LABELS.session]: sessionLabel(claim.session), [LABELS.user]: claim.session.spec.user.slice(0, 63) }
+      : { [LABELS.warm]: 'true' }),
+  };
+  const annotations: Record<string, string> = {
+    [ANNOTATIONS.goldenSnapshot]: image.snapshot,
+    ...(claim
+      ? {
+          [ANNOTATIONS.address]: claim.ip,
+          [ANNOTATIONS.sessionRef]: `${claim.session.metadata.namespace}/${claim.session.metadata.name}`,
+        }
+      : { [ANNOTATIONS.paused]: 'true' }),
+  };
+  return {
+    apiVersion: 'kubevirt.io/v1',
+    kind: 'VirtualMachine',
+    metadata: { name, namespace, labels, annotations },
+    spec: {
+      runStrategy: 'Always',
+      dataVolumeTemplates: [
+        {
+          metadata: { name: `${name}-root` },
+          spec: {
+            // Restored from the golden snapshot's disk (a VolumeSnapshot of the same name).
+            source: { snapshot: { namespace, name: image.snapshot } },
+            storage: {},
+          },
+        },
+      ],
+      template: {
+        metadata: { labels },
+        spec: {
+          // Warm VMs are spread over the nodes too: a claim takes one on the session's node.
+          nodeSelector: { 'kubernetes.io/hostname': placement.node },
+          domain: {
+            cpu: { cores: image.cores ?? 1 },
+            resources: { requests: { memory: image.memory ?? '1Gi' } },
+            devices: {
+              disks: [
+                { name: 'root', disk: { bus: 'virtio' } },
+                { name: 'agent', disk: { bus: 'virtio' } },
+              ],
+              interfaces: [{ name: 'default', bridge: {} }],
+            },
+          },
+          networks: [{ name: 'default', pod: {} }],
+          volumes: [
+            { name: 'root', dataVolume: { name: `${name}-root` } },
+            { name: 'agent', cloudInitNoCloud: { secretRef: { name: agentSecretName(name) } } },
+          ],
+        },
+      },
+    },
+  } as VirtualMachine;
+}
+
+/** The per-VM Secret the guest agent authenticates with (cloud-init user data carries it in). */
+export function buildAgentSecret(
+  pool: ServerPool,
+  vmName: string,
+  token: string,
+  portalUrl: string,
+  labels: Record<string, string> = pool.metadata.labels ?? {},
+): Secret {
+  const userdata = [
+    '#cloud-config',
+    'write_files:',
+    '  - path: /etc/codebrowse/agent.env',
+    "    permissions: '0600'",
+    '    content: |',
+    `      CODEBROWSE_PORTAL=${portalUrl}`,
+    `      CODEBROWSE_TOKEN=${token}`,
+  ].join('\n');
+  return {
+    apiVersion: 'v1',
+    kind: 'Secret',
+    metadata: {
+      name: agentSecretName(vmName),
+      namespace: vmNamespace(pool),
+      labels: { ...labels, [LABELS.pool]: pool.metadata.name!, 'codebrowse.io/vm': vmName },
+    },
+    type: 'Opaque',
+    stringData: { token, userdata },
+  };
+}
+
+export function loginSecretName(session: BrowseSession): string {
+  return `${session.metadata.name!.slice(0, 240)}-login`;
+}
+
+/** The user's login (user name and a generated password), owned by the session. */
+export function buildLoginSecret(session: BrowseSession, password: string): Secret {
+  return {
+    apiVersion: 'v1',
+    kind: 'Secret',
+    metadata: {
+      name: loginSecretName(session),
+      namespace: session.metadata.namespace,
+      labels: { ...session.metadata.labels, [LABELS.session]: sessionLabel(session) },
+      ownerReferences: [controllerReference(Resources.BrowseSession, session)],
+    },
+    type: 'kubernetes.io/basic-auth',
+    stringData: { username: session.spec.user, password },
+  };
+}
+
+/** A password a person can type: 20 characters, no look-alikes. */
+export function generatePassword(): string {
+  const alphabet = 'abcdefghijkmnpqrstuvwxyzABCDEFGHJKLMNPQRSTUVWXYZ23456789';
+  return [...randomBytes(20)].map((byte) => alphabet[byte % alphabet.length]).join('');
+}
+
+export function hostnameOf(session: BrowseSession, pool: ServerPool): string {
+  return `${session.spec.user}.${pool.spec.dns.zone}`;
+}
+
+export function dnsEndpointName(session: BrowseSession): string {
+  return `${session.metadata.name!.slice(0, 240)}-dns`;
+}
+
+/** <user>.<zone> → the session's address, for ExternalDNS (CRD source). */
+export function buildDNSEndpoint(session: BrowseSession, pool: ServerPool, ip: string): DNSEndpoint {
+  return {
+    apiVersion: 'externaldns.k8s.io/v1alpha1',
+    kind: 'DNSEndpoint',
+    metadata: {
+      name: dnsEndpointName(session),
+      namespace: session.metadata.namespace,
+      labels: { ...session.metadata.labels, [LABELS.session]: sessionLabel(session) },
+      ownerReferences: [controllerReference(Resources.BrowseSession, session)],
+    },
+    spec: {
+      endpoints: [
+        {
+          dnsName: hostnameOf(session, pool),
+          recordType: ip.includes(':') ? 'AAAA' : 'A',
+          targets: [ip],
+          recordTTL: pool.spec.dns.ttl ?? 1,
+        },
+      ],
+    },
+  };
+}

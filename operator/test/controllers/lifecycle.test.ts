@@ -1,0 +1,194 @@
+// A session's whole life against the real API server, kwok playing nodes and KubeVirt, a real SMTP
+// server on loopback, and the test playing the guest agent through the portal's agent API:
+// apply → Ready (VM, address, DNS record, one mail) → expiry releases everything; warm claims.
+import { afterEach, beforeEach, describe, expect, it } from '@jest/globals';
+import { testKubeconfigPath, useTestNamespace } from '../../../e2e/cluster/test-env.ts';
+import type { BrowseSession, DownloadRequest, ServerPool } from '../../src/api/objects.ts';
+import { Mailer } from '../../src/notify/mailer.ts';
+import type { Condition } from '../../src/runtime/conditions.ts';
+import { Resources } from '../../src/runtime/resources.ts';
+import type { DNSEndpoint, Secret, VirtualMachine } from '../../src/vm/builders.ts';
+import { TestSmtpServer } from '../notify/smtp.ts';
+import { clientFor, eventually } from '../runtime/harness.ts';
+import { type World, startWorld, uniqueName } from './world.ts';
+
+const admin = clientFor(testKubeconfigPath());
+const ns = useTestNamespace('life');
+let world: World;
+let smtp: TestSmtpServer;
+let mailer: Mailer;
+let pool: string;
+
+beforeEach(async () => {
+  smtp = await new TestSmtpServer().listen();
+  mailer = new Mailer({
+    host: '127.0.0.1',
+    port: smtp.port,
+    secure: false,
+    startTls: 'never',
+    from: 'codebrowse@example.org',
+  });
+  world = await startWorld(admin, { mailer });
+});
+
+afterEach(async () => {
+  await world.stop();
+  mailer.close();
+  await smtp.close();
+});
+
+async function newPool(extra: Partial<ServerPool['spec']> = {}): Promise<string> {
+  await world.node(uniqueName('host'));
+  const name = uniqueName('pool');
+  await world.pool(name, { sessionsPerNode: 20, addresses: { cidr: '10.97.0.0/24', nodePrefix: 26 }, ...extra });
+  await eventually(
+    'pool ready',
+    async () => (await admin.get<ServerPool>(Resources.ServerPool, name))?.status?.totals?.nodes === 1,
+  );
+  return name;
+}
+
+function condition(session: BrowseSession | undefined, type: string): Condition | undefined {
+  return (session?.status?.conditions as Condition[] | undefined)?.find((c) => c.type === type);
+}
+
+async function sessionWhere(
+  name: string,
+  what: string,
+  check: (s: BrowseSession) => boolean,
+  timeoutMs = 20_000,
+): Promise<BrowseSession> {
+  return eventually(
+    `session ${name}: ${what}`,
+    async () => {
+      const session = await admin.get<BrowseSession>(Resources.BrowseSession, name, ns.name);
+      return session && check(session) ? session : undefined;
+    },
+    timeoutMs,
+  );
+}
+
+/** The guest agent of the session's VM, played through the portal: manifest, one report per package, done. */
+async function playAgent(session: string, installed = true): Promise<Record<string, unknown>> {
+  const withVm = await sessionWhere(session, 'has a VM', (s) => !!s.status?.vm);
+  const secret = await admin.get<Secret>(Resources.Secret, `${withVm.status!.vm}-agent`, 'codebrowse-vms');
+  const token = Buffer.from(secret!.data!.token!, 'base64').toString('utf8');
+  const headers = { authorization: `Bearer ${token}`, 'content-type': 'application/json' };
+  const manifest = await eventually('the manifest', async () => {
+    const res = await fetch(`${world.portalUrl}/agent/v1/manifest`, { headers });
+    return res.status === 200 ? ((await res.json()) as Record<string, unknown>) : undefined;
+  });
+  for (const pkg of manifest.packages as { index: number }[]) {
+    const res = await fetch(`${world.portalUrl}/agent/v1/report`, {
+      method: 'POST',
+      headers,
+      body: JSON.stringify({
+        package: pkg.index,
+        installed,
+        exitCode: installed ? 0 : 2,
+        message: installed ? 'make install: done' : 'make: *** no rule',
+      }),
+    });
+    expect(res.status).toBe(204);
+  }
+  const done = await fetch(`${world.portalUrl}/agent/v1/done`, {
+    method: 'POST',
+    headers,
+    body: JSON.stringify({ installed }),
+  });
+  expect(done.status).toBe(204);
+  return manifest;
+}
+
+describe('a session', () => {
+  it('goes from apply to Ready with every condition True, a VM, an address, a DNSEndpoint and one mail', async () => {
+    pool = await newPool();
+    const urls = [world.packageUrl('/life/tool-1.0.tar.gz'), world.packageUrl('/life/lib.deb')];
+    await world.session(ns.name, 'erin', {
+      pool,
+      user: 'erin',
+      email: 'erin@example.org',
+      duration: '2h',
+      packages: urls.map((url) => ({ url })),
+    });
+    const manifest = await playAgent('erin');
+    expect(manifest).toMatchObject({ user: 'erin', session: `${ns.name}/erin` });
+    expect(manifest.password).toMatch(/^[A-Za-z0-9]{20}$/);
+
+    const ready = await sessionWhere('erin', 'Ready', (s) => s.status?.phase === 'Ready');
+    for (const type of ['Downloaded', 'Scheduled', 'VMReady', 'Installed', 'DNSReady', 'Notified', 'Ready'])
+      expect(condition(ready, type)?.status).toBe('True');
+    const { ip, hostname, vm, expiresAt, readyAt } = ready.status!;
+    expect(hostname).toBe('erin.sessions.example.org');
+    expect(ready.status?.url).toBe(`https://codebrowse.example.org/sessions/${ns.name}/erin`);
+    expect(Date.parse(expiresAt!) - Date.parse(readyAt!)).toBe(2 * 3600_000);
+    expect(ready.status?.packages?.every((p) => p.installed === true && p.exitCode === 0)).toBe(true);
+
+    const machine = await admin.get<VirtualMachine>(Resources.VirtualMachine, vm!, 'codebrowse-vms');
+    expect(machine?.metadata.annotations?.['codebrowse.io/address']).toBe(ip);
+    const dns = await admin.get<DNSEndpoint>(Resources.DNSEndpoint, 'erin-dns', ns.name);
+    expect(dns?.spec.endpoints).toEqual([
+      { dnsName: 'erin.sessions.example.org', recordType: 'A', targets: [ip], recordTTL: 1 },
+    ]);
+
+    await eventually('one mail', () => smtp.received.length === 1);
+    await new Promise((resolve) => setTimeout(resolve, 500));
+    expect(smtp.received).toHaveLength(1);
+    const mail = smtp.received[0]!;
+    expect(mail.envelopeTo).toEqual(['erin@example.org']);
+    const text = mail.parsed.text ?? '';
+    expect(text).toContain(`https://codebrowse.example.org/sessions/${ns.name}/erin`);
+    expect(text).toContain('erin.sessions.example.org');
+    expect(text).toContain(ip!);
+    expect(text).toContain(expiresAt!);
+    for (const url of urls) expect(text).toContain(url);
+  });
+
+  it("expires at expiresAt: VM, DNS record, Secrets, DownloadRequests and address released, and the user's next session starts", async () => {
+    pool = await newPool();
+    await world.session(ns.name, 'short', { pool, user: 'finn', duration: '4s' });
+    await playAgent('short');
+    const ready = await sessionWhere('short', 'Ready', (s) => s.status?.phase === 'Ready');
+    await world.session(ns.name, 'later', { pool, user: 'finn' });
+    await sessionWhere('later', 'queued', (s) => s.status?.phase === 'Queued');
+
+    const expired = await sessionWhere('short', 'Expired', (s) => s.status?.phase === 'Expired', 15_000);
+    const lateMs = Date.now() - Date.parse(ready.status!.expiresAt!);
+    console.log(`expired ${(lateMs / 1000).toFixed(1)} s after expiresAt (observed by polling)`);
+    expect(lateMs).toBeLessThan(5000);
+    expect(condition(expired, 'Expired')?.status).toBe('True');
+    expect(expired.status?.ip).toBeUndefined();
+    expect(await admin.get(Resources.VirtualMachine, ready.status!.vm!, 'codebrowse-vms')).toBeUndefined();
+    expect(await admin.get(Resources.Secret, `${ready.status!.vm}-agent`, 'codebrowse-vms')).toBeUndefined();
+    expect(await admin.get(Resources.DNSEndpoint, 'short-dns', ns.name)).toBeUndefined();
+    expect(await admin.get(Resources.Secret, 'short-login', ns.name)).toBeUndefined();
+    const requests = (await admin.list<DownloadRequest>(Resources.DownloadRequest, ns.name)).items;
+    expect(requests.filter((r) => r.metadata.name!.startsWith('short-'))).toEqual([]);
+
+    await sessionWhere('later', 'started', (s) => !!s.status?.ip);
+  });
+
+  it('claims a warm VM when one is ready on its node, and the pool refills', async () => {
+    pool = await newPool({
+      images: [{ name: 'debian-12', os: 'linux', snapshot: 'debian-12-golden', warm: 2 }],
+    } as Partial<ServerPool['spec']>);
+    const warmReady = async (): Promise<number> =>
+      (await admin.get<ServerPool>(Resources.ServerPool, pool))?.status?.warm?.[0]?.ready ?? 0;
+    await eventually('2 warm VMs paused', async () => (await warmReady()) === 2);
+    await world.session(ns.name, 'gale', { pool, user: 'gale' });
+    const withVm = await sessionWhere('gale', 'has a VM', (s) => !!s.status?.vm);
+    expect(withVm.status?.vm).toMatch(/^warm-debian-12-/);
+    const events = (
+      await admin.list<
+        { reason: string; involvedObject: { name: string } } & import('../../src/runtime/client.ts').KubeObject
+      >(Resources.Event, ns.name)
+    ).items;
+    expect(events.some((e) => e.involvedObject.name === 'gale' && e.reason === 'VMClaimed')).toBe(true);
+    await playAgent('gale');
+    await sessionWhere('gale', 'Ready', (s) => s.status?.phase === 'Ready');
+    const vm = await admin.get<VirtualMachine>(Resources.VirtualMachine, withVm.status!.vm!, 'codebrowse-vms');
+    expect(vm?.metadata.labels?.['codebrowse.io/warm']).toBeUndefined();
+    expect(vm?.metadata.annotations?.['codebrowse.io/paused']).toBeUndefined();
+    await eventually('refilled to 2', async () => (await warmReady()) === 2);
+  });
+});
