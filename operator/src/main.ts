@@ -198,6 +198,7 @@ async function runOperator(argv: string[]): Promise<number> {
     portalUrl: values['portal-url'],
     pageBaseUrl: values['page-base-url'] ?? values['portal-url'],
     mailer,
+    registry: metrics.registry,
   });
   await runUntilSignalled(manager, log, {
     leaderElection: values['leader-elect'],

@@ -7,6 +7,8 @@ import { browseSessionController } from './browsesession/controller.ts';
 import { serverPoolController } from './serverpool/controller.ts';
 import { warmPoolController } from './warmpool/controller.ts';
 import type { Mailer } from '../notify/mailer.ts';
+import type { Registry } from 'prom-client';
+import { sessionMetrics } from './browsesession/metrics.ts';
 
 export interface ControllerSettings {
   workers: number;
@@ -15,6 +17,8 @@ export interface ControllerSettings {
   /** Base URL of the session pages mailed to users. */
   pageBaseUrl: string;
   mailer?: Mailer;
+  /** Where the session metrics go (the process's /metrics). */
+  registry?: Registry;
   /** For tests: the gatekeeper's dice. */
   random?: () => number;
 }
@@ -24,8 +28,11 @@ export function registerControllers(manager: Manager, settings: ControllerSettin
   const pools = () => manager.informer<ServerPool>(Resources.ServerPool);
   const sessions = () => manager.informer<BrowseSession>(Resources.BrowseSession);
   manager.addController(serverPoolController({ pools }));
+  const metrics = settings.registry ? sessionMetrics(settings.registry, sessions, pools) : undefined;
   manager.addController(
     browseSessionController({
+      onReady: (session) => metrics?.ready(session),
+      onClaim: (kind) => metrics?.claim(kind),
       sessions,
       workers: settings.workers,
       random: settings.random,

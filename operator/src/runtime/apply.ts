@@ -177,6 +177,21 @@ export class Writer {
     return this.wrote(type, updated);
   }
 
+  /** Creates an object; the caches see it at once (a reconcile that follows must not create it twice). */
+  async create<T extends KubeObject>(type: ResourceType, object: T): Promise<T> {
+    return this.wrote(type, await this.client.create<T>(type, object));
+  }
+
+  /** A JSON merge patch (put metadata.resourceVersion in it for a compare-and-swap); cached at once. */
+  async mergePatch<T extends KubeObject>(
+    type: ResourceType,
+    object: KubeObject,
+    patch: Record<string, unknown>,
+  ): Promise<T> {
+    const { name, namespace } = object.metadata;
+    return this.wrote(type, await this.client.mergePatch<T>(type, name!, namespace, patch));
+  }
+
   async delete(type: ResourceType, object: KubeObject): Promise<boolean> {
     const { name, namespace, uid } = object.metadata;
     return this.client.delete(type, name!, namespace, uid ? { preconditions: { uid } } : {});

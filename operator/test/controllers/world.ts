@@ -14,6 +14,7 @@ import { registerControllers } from '../../src/controllers/index.ts';
 import { downloadRequestController } from '../../src/controllers/downloadrequest/controller.ts';
 import { ContentStore } from '../../src/fetch/store.ts';
 import type { Mailer } from '../../src/notify/mailer.ts';
+import type { Registry } from 'prom-client';
 import { TestServer } from '../fetch/servers.ts';
 import { portalHandlers, startPortal } from '../../src/portal/server.ts';
 import { freePort } from '../../../e2e/cluster/control-plane.ts';
@@ -51,7 +52,7 @@ export function uniqueName(prefix: string): string {
 
 export async function startWorld(
   client: KubeClient,
-  options: { random?: () => number; mailer?: Mailer } = {},
+  options: { random?: () => number; mailer?: Mailer; registry?: Registry } = {},
 ): Promise<World> {
   const scope = uniqueName('scope');
   const labels = { [SCOPE_LABEL]: scope };
@@ -72,12 +73,15 @@ export async function startWorld(
     portalUrl: `http://127.0.0.1:${portalPort}`, // the guest agent is played by the tests
     pageBaseUrl: 'https://codebrowse.example.org',
     mailer: options.mailer,
+    registry: options.registry,
   });
   // A downloader in the same process, and a package server on loopback (allowed by the pools).
   const packageHits = new Map<string, number>();
   const packages = await new TestServer((req, res) => {
     packageHits.set(req.url ?? '/', (packageHits.get(req.url ?? '/') ?? 0) + 1);
     if (req.url?.startsWith('/missing')) res.writeHead(404).end();
+    else if (req.url?.startsWith('/hang'))
+      res.writeHead(200, { 'content-length': '1000' }).write('x'); // never finishes
     else res.writeHead(200).end(`package ${req.url}\n`.repeat(64));
   }).listen('127.0.0.1');
   const storeDir = await mkdtemp(join(tmpdir(), 'codebrowse-world-store-'));

@@ -123,26 +123,21 @@ export async function ensureVm(
     );
     for (const candidate of candidates) {
       try {
-        vm = await ctx.client.mergePatch<VirtualMachine>(
-          Resources.VirtualMachine,
-          candidate.metadata.name!,
-          candidate.metadata.namespace,
-          {
-            metadata: {
-              resourceVersion: candidate.metadata.resourceVersion,
-              labels: {
-                [LABELS.warm]: null,
-                [LABELS.session]: sessionLabel(session),
-                [LABELS.user]: session.spec.user.slice(0, 63),
-              },
-              annotations: {
-                [ANNOTATIONS.paused]: null, // unpause
-                [ANNOTATIONS.address]: claim.ip,
-                [ANNOTATIONS.sessionRef]: `${session.metadata.namespace}/${session.metadata.name}`,
-              },
+        vm = await ctx.writer.mergePatch<VirtualMachine>(Resources.VirtualMachine, candidate, {
+          metadata: {
+            resourceVersion: candidate.metadata.resourceVersion,
+            labels: {
+              [LABELS.warm]: null,
+              [LABELS.session]: sessionLabel(session),
+              [LABELS.user]: session.spec.user.slice(0, 63),
+            },
+            annotations: {
+              [ANNOTATIONS.paused]: null, // unpause
+              [ANNOTATIONS.address]: claim.ip,
+              [ANNOTATIONS.sessionRef]: `${session.metadata.namespace}/${session.metadata.name}`,
             },
           },
-        );
+        });
         deps.onClaim?.('warm');
         await ctx.event('Normal', 'VMClaimed', `claimed warm VM ${vm.metadata.name} on node ${status.node}`);
         break;
@@ -158,7 +153,7 @@ export async function ensureVm(
         buildAgentSecret(pool, name, randomBytes(24).toString('hex'), deps.portalUrl, session.metadata.labels),
         null,
       );
-      vm = await ctx.client.create<VirtualMachine>(
+      vm = await ctx.writer.create<VirtualMachine>(
         Resources.VirtualMachine,
         buildVirtualMachine(pool, image, name, claim),
       );

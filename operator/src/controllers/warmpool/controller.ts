@@ -87,7 +87,7 @@ export function warmPoolController(options: WarmPoolOptions): ControllerDefiniti
             buildAgentSecret(pool, name, randomBytes(24).toString('hex'), options.portalUrl),
             null,
           );
-          await ctx.client.create(Resources.VirtualMachine, buildVirtualMachine(pool, image, name, { node }));
+          await ctx.writer.create(Resources.VirtualMachine, buildVirtualMachine(pool, image, name, { node }));
           ctx.log.info({ vm: name, image: image.name, node }, 'warm VM created');
         }
         warmStatus.push({ image: image.name, wanted, ready: warm.filter(isWarmAndReady).length });
