@@ -85,7 +85,7 @@ async function deleteAndCheck(session: BrowseSession): Promise<void> {
 }
 
 async function playAgent(name: string): Promise<void> {
-  const s = await sessionWhere(name, 'has a VM', (x) => !!x.status?.vm);
+  const s = await sessionWhere(name, 'has a VM', (x) => !!x.status?.vm, 90_000);
   const secret = await admin.get<Secret>(Resources.Secret, `${s.status!.vm}-agent`, 'codebrowse-vms');
   const headers = {
     authorization: `Bearer ${Buffer.from(secret!.data!.token!, 'base64').toString()}`,
@@ -94,6 +94,7 @@ async function playAgent(name: string): Promise<void> {
   await eventually(
     'manifest',
     async () => (await fetch(`${world.portalUrl}/agent/v1/manifest`, { headers })).status === 200,
+    60_000,
   );
   const done = await fetch(`${world.portalUrl}/agent/v1/done`, {
     method: 'POST',
@@ -159,7 +160,7 @@ describe('a warm pool under load', () => {
         );
         return list.length === 50 && list.every((s) => s.status?.phase === 'Ready') ? list : undefined;
       },
-      60_000,
+      120_000,
       250,
     );
     const vms = ready.map((s) => s.status!.vm!);
@@ -182,5 +183,5 @@ describe('a warm pool under load', () => {
     expect(metrics).toMatch(/codebrowse_session_time_to_ready_seconds_count 50/);
     const requests = (await admin.list<DownloadRequest>(Resources.DownloadRequest, ns.name)).items;
     expect(requests.length).toBe(50);
-  }, 120_000);
+  }, 300_000);
 });
