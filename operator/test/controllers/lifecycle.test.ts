@@ -190,5 +190,11 @@ describe('a session', () => {
     expect(vm?.metadata.labels?.['codebrowse.io/warm']).toBeUndefined();
     expect(vm?.metadata.annotations?.['codebrowse.io/paused']).toBeUndefined();
     await eventually('refilled to 2', async () => (await warmReady()) === 2);
+
+    // A persistent session keeps its disk, so it gets its own fresh VM even with warm ones ready.
+    await world.session(ns.name, 'hale', { pool, user: 'hale', persistent: true });
+    const persistent = await sessionWhere('hale', 'has a VM', (s) => !!s.status?.vm);
+    expect(persistent.status?.vm).toMatch(/^vm-debian-12-/);
+    expect(await warmReady()).toBe(2);
   });
 });

@@ -114,8 +114,10 @@ export async function ensureVm(
   let vm = sessionVm(session, vms);
   if (!vm) {
     const claim = { session, node: status.node!, ip: status.ip! };
+    // A persistent session keeps its disk: it gets its own fresh copy, never a shared warm VM.
     const candidates = vms.filter(
       (v) =>
+        !session.spec.persistent &&
         isWarmAndReady(v) &&
         v.metadata.labels?.[LABELS.image] === image.name &&
         v.metadata.labels?.[LABELS.pool] === pool.metadata.name &&
