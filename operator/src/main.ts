@@ -16,6 +16,7 @@ import { downloadRequestController } from './controllers/downloadrequest/control
 import { cacheCommand, fetchCommand } from './fetch/cli.ts';
 import { plugins } from './fetch/plugin.ts';
 import { ContentStore } from './fetch/store.ts';
+import { Resources } from './runtime/resources.ts';
 import { Mailer, parseMailerConfig } from './notify/mailer.ts';
 import { portalHandlers, startPortal } from './portal/server.ts';
 
@@ -277,6 +278,7 @@ async function runDownloader(argv: string[]): Promise<number> {
   });
   manager.addController(
     downloadRequestController({
+      requests: () => manager.informer(Resources.DownloadRequest),
       identity: values.identity,
       store,
       schemes,

@@ -208,6 +208,32 @@ describe('the gatekeeper', () => {
   });
 });
 
+describe('scheduling order', () => {
+  it('with ShortestFirst, a freed place goes to the short request that waits, not the long one before it', async () => {
+    await world.node(uniqueName('one'));
+    const name = uniqueName('pool');
+    await world.pool(name, {
+      sessionsPerNode: 1,
+      addresses: { cidr: '10.93.1.0/24', nodePrefix: 28 },
+      scheduling: { order: 'ShortestFirst', maxAttempts: 50, backoffBase: '1s', backoffCap: '2s' },
+    });
+    await poolWhere(name, 'one node', (p) => p.status?.totals?.nodes === 1);
+    await world.session(ns.name, 'holder', { pool: name });
+    await sessionWhere('holder', 'placed', (s) => !!s.status?.ip);
+    await world.session(ns.name, 'long', { pool: name, duration: '8h' });
+    await sessionWhere('long', 'waiting', (s) => s.status?.phase === 'Scheduling');
+    await world.session(ns.name, 'short', { pool: name, duration: '30m' });
+    await sessionWhere('short', 'waiting', (s) => s.status?.phase === 'Scheduling');
+
+    await admin.delete(Resources.BrowseSession, 'holder', ns.name);
+    await sessionWhere('short', 'placed', (s) => !!s.status?.ip);
+    // The long one asked first (FIFO would have served it) but still waits.
+    const long = await admin.get<BrowseSession>(Resources.BrowseSession, 'long', ns.name);
+    expect(long?.status?.ip).toBeUndefined();
+    expect(['WaitingForTurn', 'NoCapacity']).toContain(condition(long, 'Scheduled')?.reason);
+  });
+});
+
 describe('node loss', () => {
   it('moves a session off a node NotReady past the grace period to another node with a new address, and fails a persistent one with NodeLost', async () => {
     const [sick, healthy] = [uniqueName('sick'), uniqueName('healthy')];

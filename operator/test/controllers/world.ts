@@ -87,6 +87,7 @@ export async function startWorld(
   const storeDir = await mkdtemp(join(tmpdir(), 'codebrowse-world-store-'));
   manager.addController(
     downloadRequestController({
+      requests: () => manager.informer(Resources.DownloadRequest),
       identity: `downloader-${scope}`,
       store: await ContentStore.open(storeDir),
       claimTtlMs: 30_000,

@@ -10,6 +10,7 @@ import { addressSet, allocateAddress } from '../../ipam/allocate.ts';
 import { type Condition, setCondition } from '../../runtime/conditions.ts';
 import { addressRules, nodeHealth, poolView } from '../serverpool/capacity.ts';
 import { pickNode, schedulingBackoffMs } from './schedule.ts';
+import { schedulingOrder } from './order.ts';
 
 export const DEFAULT_MAX_ATTEMPTS = 5;
 export const DEFAULT_BACKOFF_BASE_MS = 2_000;
@@ -128,6 +129,35 @@ function place(session: BrowseSession, status: Status, world: World): PlacementO
   const scheduling = pool.spec.scheduling ?? {};
   const maxAttempts = scheduling.maxAttempts ?? DEFAULT_MAX_ATTEMPTS;
   const view = poolView(pool, world.nodes, world.sessions, now);
+  // When fewer places are free than sessions wait for one, the pool's order says who goes first;
+  // a session further back waits its turn (not its fault: no attempt is counted).
+  const contenders = world.sessions.filter(
+    (s) =>
+      s.spec.pool === pool.metadata.name &&
+      !s.status?.ip &&
+      s.status?.phase === 'Scheduling' &&
+      s.metadata.uid !== session.metadata.uid,
+  );
+  if (view.totals.free > 0 && contenders.length > 0 && contenders.length + 1 > view.totals.free) {
+    const rank = schedulingOrder([...contenders, session], pool, now).findIndex(
+      (s) => s.metadata.uid === session.metadata.uid,
+    );
+    if (rank >= view.totals.free) {
+      let waiting: Status = { ...status, phase: 'Scheduling' };
+      waiting = withCondition(
+        waiting,
+        {
+          type: 'Scheduled',
+          status: 'False',
+          reason: 'WaitingForTurn',
+          message: `${view.totals.free} free places in pool ${pool.metadata.name} and ${contenders.length + 1} sessions waiting for one; this one is number ${rank + 1} in ${pool.spec.scheduling?.order ?? 'FIFO'} order`,
+          observedGeneration: generation,
+        },
+        now,
+      );
+      return { status: sameOrUndefined(session, waiting), claimsAddress: false };
+    }
+  }
   const nodeName = pickNode(view.rooms, world.random);
 
   if (nodeName) {

@@ -14,12 +14,13 @@ import { type ContentStore, hexOf } from '../../fetch/store.ts';
 import { type Condition, setCondition } from '../../runtime/conditions.ts';
 import type { ControllerDefinition, ReconcileContext, ReconcileResult } from '../../runtime/controller.ts';
 import { Resources } from '../../runtime/resources.ts';
+import type { Informer } from '../../runtime/informer.ts';
 
 export const DEFAULT_MAX_PACKAGE_BYTES = 1024 ** 3;
 /** How often a busy worker writes progress and renews its claim, as a share of the claim TTL. */
 const RENEW_SHARE = 1 / 3;
-/** A request waiting for another request of the same URL looks again this often. */
-const SAME_URL_WAIT_MS = 500;
+/** A request waiting for another of the same URL is woken when that one finishes; this is the fallback. */
+const SAME_URL_WAIT_MS = 5000;
 
 export interface DownloaderOptions {
   /** Our name in status.worker. */
@@ -33,6 +34,8 @@ export interface DownloaderOptions {
   timeouts?: Partial<FetchTimeouts>;
   ca?: string | Buffer;
   registry?: Registry;
+  /** The shared cache of DownloadRequests (to wake the requests that wait for one URL). */
+  requests: () => Informer<DownloadRequest>;
 }
 
 type Status = DownloadRequestStatus;
@@ -74,6 +77,7 @@ function firstOfItsUrl(request: DownloadRequest, all: readonly DownloadRequest[]
 }
 
 export function downloadRequestController(options: DownloaderOptions): ControllerDefinition<DownloadRequest> {
+  const waitingFor = options.requests;
   const schemes = new Set(options.schemes ?? [...plugins.keys()]);
   const downloads = new Counter({
     name: 'codebrowse_downloads_total',
@@ -92,8 +96,22 @@ export function downloadRequestController(options: DownloaderOptions): Controlle
     type: Resources.DownloadRequest,
     workers: options.workers ?? 4,
     errorCondition: null,
-    // Pools give the size cap and the allow-list; a change to a pool does not redo downloads.
-    watches: [{ type: Resources.ServerPool, keys: () => [] }],
+    watches: [
+      // Pools give the size cap and the allow-list; a change to a pool does not redo downloads.
+      { type: Resources.ServerPool, keys: () => [] },
+      // When a request finishes, the others of its URL (waiting for it) go on at once.
+      {
+        type: Resources.DownloadRequest,
+        keys: (object) => {
+          const done = object as DownloadRequest;
+          if (!finished(done)) return [];
+          return waitingFor()
+            .list()
+            .filter((r) => r.spec.url === done.spec.url && !finished(r) && r.metadata.uid !== done.metadata.uid)
+            .map((r) => `${r.metadata.namespace}/${r.metadata.name}`);
+        },
+      },
+    ],
     async reconcile(request, ctx): Promise<ReconcileResult | void> {
       if (finished(request)) return;
       const scheme = schemeOf(request.spec.url);
