@@ -251,14 +251,10 @@ export async function notify(
   const notified = getCondition(status.conditions as Condition[] | undefined, 'Notified');
   if (notified?.status === 'True' && notified.reason === reason) return { status, proceed: true };
   if (!deps.mailer) {
-    const next = withCondition(
-      status,
-      'Notified',
-      'True',
-      reason,
-      'mail is not configured (--smtp-url): nothing was sent',
-      session.metadata.generation,
-    );
+    // Nothing to send with: say so truthfully, and do not pretend a mail went out.
+    const message = `no mail relay is configured (operator flag --smtp-url), so the ${kind} mail was not sent`;
+    if (notified?.reason === 'MailNotConfigured' && notified.message === message) return { status, proceed: true };
+    const next = withCondition(status, 'Notified', 'True', 'MailNotConfigured', message, session.metadata.generation);
     return { status: next, proceed: true };
   }
   const failedCondition = getCondition(status.conditions as Condition[] | undefined, 'Failed');
