@@ -52,6 +52,10 @@ k8s-bin: ## build (or reuse) kube-apiserver, etcd, kubectl and kwok from the Go 
 crds: deps ## regenerate crds/ from operator/src/api
 	$(NODE) operator/src/api/generate-crds.ts
 
+.PHONY: build
+build: deps ## compile operator/src to dist/ (what the image and the benchmarks run)
+	@rm -rf dist && $(NODE) node_modules/typescript/bin/tsc -p tsconfig.build.json
+
 .PHONY: check
 check: deps ## type-check, lint, format check, stale-CRD check
 	$(NODE) node_modules/typescript/bin/tsc --noEmit
@@ -72,7 +76,7 @@ test: deps k8s-bin check ## everything the tests need, then every test (against 
 	$(NODE) e2e/test-summary.ts $(RESULTS); exit $${status:-0}
 
 .PHONY: bench
-bench: deps ## benchmarks: figures next to a baseline measured in the same run (bench/*/*-bench.ts)
+bench: build ## benchmarks: figures next to a baseline measured in the same run (bench/*/*-bench.ts)
 	@for f in bench/*/*-bench.ts; do echo "== $$f"; $(NODE) $$f || exit 1; done
 
 .PHONY: cluster-up
@@ -91,3 +95,15 @@ dev: deps k8s-bin ## control plane + CRDs + the examples applied, and what to ru
 clean: ## remove node_modules, .tools and local state (not the Go cache)
 	-$(NODE) e2e/cluster/cli.ts down 2>/dev/null
 	rm -rf node_modules .tools .cache dist
+
+# --- guest images (vm-images/): the root filesystem the guest agent tests run in, and the Linux
+# session image. Both come from the machine's Debian mirror only; see vm-images/README.md.
+IMAGE_OUT ?= $(HOME)/.cache/codebrowse/image-linux
+
+.PHONY: rootfs
+rootfs: ## build (or reuse, cached) the Debian root filesystem of the guest agent tests
+	@sh vm-images/linux/build-rootfs.sh test
+
+.PHONY: image-linux-recipe
+image-linux-recipe: ## build the Linux session image (GRUB disk, kernel, initrd) into IMAGE_OUT
+	sh vm-images/linux/build-image.sh $(IMAGE_OUT)

@@ -130,6 +130,7 @@ async function dev(): Promise<void> {
     'portal',
     `--kubeconfig=${state.kubeconfig}`,
     `--http-address=${portalUrl.slice(7)}`,
+    `--store=${join(STATE_DIR, 'store')}`,
   ]);
   await startBackground('operator', [
     main,

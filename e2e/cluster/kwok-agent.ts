@@ -1,7 +1,9 @@
 // For `make dev` (and tests that want it): plays the guest agent of every claimed VM that kwok runs,
 // since kwok VMs boot nothing. It does what the real agent does over the portal's agent API: wait
-// for the claim, fetch the manifest, report each package installed, say "all is well".
+// for the claim, fetch the manifest, fetch each package through the portal and check its digest,
+// report it, and say "all is well" (or not, when a package could not be fetched).
 // Usage: node e2e/cluster/kwok-agent.ts KUBECONFIG PORTAL_URL [VM_NAMESPACE]
+import { createHash } from 'node:crypto';
 import { setTimeout as sleep } from 'node:timers/promises';
 import { KubeConfig } from '@kubernetes/client-node';
 import { KubeClient } from '../../operator/src/runtime/client.ts';
@@ -31,17 +33,38 @@ async function playOnce(): Promise<void> {
     const headers = { authorization: `Bearer ${token}`, 'content-type': 'application/json' };
     const res = await fetch(`${portal}/agent/v1/manifest`, { headers });
     if (res.status !== 200) continue;
-    const manifest = (await res.json()) as { packages: { index: number; url: string }[] };
-    for (const pkg of manifest.packages)
+    const manifest = (await res.json()) as {
+      packages: { index: number; url: string; digest?: string; download: string }[];
+    };
+    let allWell = true;
+    for (const pkg of manifest.packages) {
+      // Fetched through the portal and checked like the real agent does; nothing is installed.
+      const content = await fetch(`${portal}${pkg.download}`, { headers });
+      const bytes = content.status === 200 ? Buffer.from(await content.arrayBuffer()) : undefined;
+      const digest = bytes && `sha256:${createHash('sha256').update(bytes).digest('hex')}`;
+      const ok = digest !== undefined && digest === pkg.digest;
+      allWell &&= ok;
       await fetch(`${portal}/agent/v1/report`, {
         method: 'POST',
         headers,
-        body: JSON.stringify({ package: pkg.index, installed: true, exitCode: 0, message: 'installed (kwok agent)' }),
+        body: JSON.stringify({
+          package: pkg.index,
+          installed: ok,
+          exitCode: ok ? 0 : 1,
+          message: ok
+            ? `downloaded ${bytes!.length} bytes, digest checked (kwok agent installs nothing)`
+            : `download through the portal failed: HTTP ${content.status}${digest ? `, digest ${digest}` : ''}`,
+        }),
       });
+    }
     const finished = await fetch(`${portal}/agent/v1/done`, {
       method: 'POST',
       headers,
-      body: JSON.stringify({ installed: true, message: 'all is well (played by kwok-agent)' }),
+      body: JSON.stringify(
+        allWell
+          ? { installed: true, message: 'all is well (played by kwok-agent)' }
+          : { installed: false, message: 'a package could not be fetched through the portal' },
+      ),
     });
     if (finished.status === 204) {
       done.add(key);

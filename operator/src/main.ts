@@ -1,10 +1,11 @@
 #!/usr/bin/env node
 // codebrowse: one program, one role per process (DESIGN.md, "Processes").
 import { hostname } from 'node:os';
+import { join } from 'node:path';
 import { randomBytes } from 'node:crypto';
 import { parseArgs } from 'node:util';
-import { KubeConfig } from '@kubernetes/client-node';
 import { KubeClient } from './runtime/client.ts';
+import { KubeAccess, KubeconfigError } from './runtime/kubeconfig.ts';
 import { createLogger } from './runtime/log.ts';
 import { Manager } from './runtime/manager.ts';
 import { OperatorMetrics } from './runtime/metrics.ts';
@@ -15,7 +16,7 @@ import type { Logger } from 'pino';
 import { downloadRequestController } from './controllers/downloadrequest/controller.ts';
 import { cacheCommand, fetchCommand } from './fetch/cli.ts';
 import { plugins } from './fetch/plugin.ts';
-import { ContentStore } from './fetch/store.ts';
+import { ContentStore, hexOf } from './fetch/store.ts';
 import { Resources } from './runtime/resources.ts';
 import { Mailer, parseMailerConfig } from './notify/mailer.ts';
 import { portalHandlers, startPortal } from './portal/server.ts';
@@ -60,10 +61,12 @@ Signals: SIGTERM or SIGINT stop taking requests, hand the ones in flight back, a
 const PORTAL_USAGE = `Usage: codebrowse portal [flags]
 
 Serves the guest agents: an agent authenticates with its VM's token, waits for its VM to be
-claimed, fetches the session manifest and reports each install step into the session's status.
+claimed, fetches the session manifest and its packages (from the download store, read only) and
+reports each install step into the session's status.
 
 Flags:
   --http-address HOST:PORT          listen here; also /metrics, /healthz, /readyz (default :8082)
+  --store DIR                       the downloaders' content-addressed store (default $CODEBROWSE_STORE)
   --kubeconfig PATH                 kubeconfig to use (default: $KUBECONFIG, ~/.kube/config, or in-cluster)
   --log-level LEVEL                 fatal, error, warn, info, debug, trace or silent (default info)
   -h, --help                        show this help
@@ -210,11 +213,13 @@ async function runOperator(argv: string[]): Promise<number> {
   return exitCode;
 }
 
-function loadKubeConfig(path: string | undefined): KubeConfig {
-  const kc = new KubeConfig();
-  if (path) kc.loadFromFile(path);
-  else kc.loadFromDefault();
-  return kc;
+function loadKubeConfig(path: string | undefined): KubeAccess {
+  try {
+    return KubeAccess.load(path);
+  } catch (error) {
+    if (error instanceof KubeconfigError) throw new UsageError(error.message);
+    throw error;
+  }
 }
 
 async function runDownloader(argv: string[]): Promise<number> {
@@ -297,6 +302,7 @@ async function runPortal(argv: string[]): Promise<number> {
     args: argv,
     options: {
       'http-address': { type: 'string', default: ':8082' },
+      store: { type: 'string', default: process.env.CODEBROWSE_STORE },
       kubeconfig: { type: 'string' },
       'log-level': { type: 'string', default: 'info' },
       help: { type: 'boolean', short: 'h' },
@@ -315,7 +321,11 @@ async function runPortal(argv: string[]): Promise<number> {
   const client = new KubeClient(loadKubeConfig(values.kubeconfig), 'codebrowse-portal');
   const metrics = new OperatorMetrics({ processMetrics: true });
   const manager = new Manager({ client, log, metrics, identity: 'portal', leaderElection: false, httpAddress: false });
-  const agentApi = portalHandlers(manager, client, log);
+  // The download store, read only: guest agents fetch their packages through the portal.
+  const storeDir = values.store;
+  const contentPath = storeDir ? (digest: string) => join(storeDir, 'sha256', hexOf(digest)) : undefined;
+  if (!storeDir) log.warn('no --store: guest agents cannot fetch packages through this portal');
+  const agentApi = portalHandlers(manager, client, log, contentPath);
   const portal = await startPortal({ address: values['http-address'], manager, agentApi, metrics });
   await runUntilSignalled(manager, log, { httpAddress: portal.address });
   await portal.close();

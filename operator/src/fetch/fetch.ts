@@ -53,23 +53,36 @@ export const DEFAULT_TIMEOUTS: FetchTimeouts = { connectMs: 30_000, idleMs: 60_0
 export const DEFAULT_RETRIES: RetryPolicy = { attempts: 4, baseMs: 1000, capMs: 30_000 };
 
 /**
- * Fetches `url` into `store`, or finds it there. Throws FetchError; a caller's abort rejects with
- * the signal's reason.
+ * `url` as the store already holds it (counted as a use), after the same checks a fetch makes;
+ * undefined when it must be fetched. Throws FetchError (a refused host, a bad digest, too large).
  */
-export async function fetchToStore(store: ContentStore, url: string, options: FetchOptions): Promise<FetchResult> {
+export async function findInStore(
+  store: ContentStore,
+  url: string,
+  options: FetchOptions,
+): Promise<FetchResult | undefined> {
   const target = parseUrl(url);
-  const shownUrl = redactUrl(target);
   // Scheme, then host: both refused before the cache is asked or a socket exists.
-  const plugin = pluginFor(target);
+  pluginFor(target);
   options.guard.checkHost(target.hostname);
   // A malformed expected digest can never match; say so before downloading anything.
   if (options.sha256 !== undefined && !/^(sha256:)?[0-9a-fA-F]{64}$/.test(options.sha256))
     throw new FetchError('ChecksumMismatch', `expected SHA-256 ${JSON.stringify(options.sha256)} is not 64 hex digits`);
+  return cacheHit(store, target, options);
+}
+
+/**
+ * Fetches `url` into `store`, or finds it there. Throws FetchError; a caller's abort rejects with
+ * the signal's reason.
+ */
+export async function fetchToStore(store: ContentStore, url: string, options: FetchOptions): Promise<FetchResult> {
+  const cached = await findInStore(store, url, options);
+  if (cached) return cached;
+  const target = parseUrl(url);
+  const shownUrl = redactUrl(target);
+  const plugin = pluginFor(target);
   const timeouts = { ...DEFAULT_TIMEOUTS, ...options.timeouts };
   const retries = { ...DEFAULT_RETRIES, ...options.retries };
-
-  const cached = await cacheHit(store, target, options);
-  if (cached) return cached;
 
   // The total timeout spans every attempt and the waits between them.
   const deadline = new AbortController();

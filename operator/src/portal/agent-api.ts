@@ -3,9 +3,13 @@
 // manifest, reports each install step, and finally "all is well" (or not). Reports land in the
 // session's status; the operator goes on from there.
 //   GET  /agent/v1/manifest   204 while the VM is unclaimed, else the manifest (JSON)
+//   GET  /agent/v1/packages/I the bytes of the session's package I, from the store (by its digest)
 //   POST /agent/v1/report     {"package": i, "installed": bool, "exitCode"?: n, "message"?: "..."}
 //   POST /agent/v1/done       {"installed": bool, "message"?: "..."}
 import { timingSafeEqual } from 'node:crypto';
+import { createReadStream } from 'node:fs';
+import { stat } from 'node:fs/promises';
+import { pipeline } from 'node:stream/promises';
 import type { IncomingMessage, ServerResponse } from 'node:http';
 import type { Logger } from 'pino';
 import type { BrowseSessionStatus, PackageStatus } from '../api/browsesession.ts';
@@ -26,6 +30,11 @@ export interface AgentApiDeps {
   secrets: Informer<Secret>;
   vms: Informer<VirtualMachine>;
   log: Logger;
+  /**
+   * Where a package's content lives in the download store (sha256/<hex> under the store the
+   * downloaders share); without it the agent cannot fetch packages through the portal.
+   */
+  contentPath?: (digest: string) => string;
 }
 
 class HttpError extends Error {
@@ -87,6 +96,8 @@ export class AgentApi {
     try {
       const vm = this.authenticate(req);
       if (req.method === 'GET' && path === '/agent/v1/manifest') await this.manifest(vm, res);
+      else if (req.method === 'GET' && path.startsWith('/agent/v1/packages/'))
+        await this.package(vm, path.slice('/agent/v1/packages/'.length), res);
       else if (req.method === 'POST' && path === '/agent/v1/report') await this.report(vm, await readJson(req), res);
       else if (req.method === 'POST' && path === '/agent/v1/done') await this.done(vm, await readJson(req), res);
       else throw new HttpError(404, 'no such agent endpoint');
@@ -140,8 +151,43 @@ export class AgentApi {
       packages: session.spec.packages.map((pkg, index) => ({
         index,
         url: pkg.url,
+        filename: packageFileName(pkg.url, index),
         digest: status.packages?.[index]?.digest,
+        download: `/agent/v1/packages/${index}`,
       })),
+    });
+  }
+
+  /** Streams the session's package `which` from the store; only the VM's own session's packages. */
+  private async package(vm: VirtualMachine, which: string, res: ServerResponse): Promise<void> {
+    if (!/^\d{1,4}$/.test(which)) throw new HttpError(404, 'no such package');
+    const session = await this.sessionOf(vm);
+    if (!session) throw new HttpError(409, 'this VM is not claimed by a session');
+    const index = Number(which);
+    if (index >= session.spec.packages.length) throw new HttpError(404, `the session has no package ${index}`);
+    const digest = session.status?.packages?.[index]?.digest;
+    if (!digest || !/^sha256:[0-9a-f]{64}$/.test(digest))
+      throw new HttpError(409, `package ${index} is not downloaded yet`);
+    if (!this.deps.contentPath) throw new HttpError(503, 'this portal has no access to the download store (--store)');
+    const path = this.deps.contentPath(digest);
+    const size = await stat(path).then(
+      (s) => s.size,
+      () => undefined,
+    );
+    if (size === undefined)
+      throw new HttpError(
+        404,
+        `package ${index} (${digest}) is no longer in the store; the session must fetch it again`,
+      );
+    res.writeHead(200, {
+      'content-type': 'application/octet-stream',
+      'content-length': String(size),
+      'content-disposition': `attachment; filename="${packageFileName(session.spec.packages[index]!.url, index)}"`,
+      'x-codebrowse-sha256': digest.slice('sha256:'.length),
+      'cache-control': 'no-store',
+    });
+    await pipeline(createReadStream(path), res).catch((error: unknown) => {
+      this.deps.log.warn({ err: (error as Error).message, package: index }, 'package download cut off');
     });
   }
 
@@ -211,4 +257,23 @@ export class AgentApi {
     }));
     send(res, 204);
   }
+}
+
+/**
+ * The file name a package is installed by (its suffix picks the install rule): the URL's last path
+ * segment, decoded, stripped to a safe set; `package-<index>` when nothing usable is left.
+ */
+export function packageFileName(url: string, index: number): string {
+  let segment: string;
+  try {
+    const path = new URL(url).pathname;
+    segment = decodeURIComponent(path.slice(path.lastIndexOf('/') + 1));
+  } catch {
+    segment = '';
+  }
+  const safe = segment
+    .replace(/[^A-Za-z0-9._+~-]/g, '_')
+    .replace(/^[.-]+/, '')
+    .slice(-128);
+  return safe && !/^_*$/.test(safe) ? safe : `package-${index}`;
 }

@@ -15,8 +15,14 @@ export interface Portal {
 }
 
 /** Registers the caches the portal reads; call before manager.start(). */
-export function portalHandlers(manager: Manager, client: KubeClient, log: Logger): AgentApi {
+export function portalHandlers(
+  manager: Manager,
+  client: KubeClient,
+  log: Logger,
+  contentPath?: (digest: string) => string,
+): AgentApi {
   return new AgentApi({
+    contentPath,
     client,
     secrets: manager.informer<Secret>(Resources.Secret, { labelSelector: 'codebrowse.io/vm' }),
     vms: manager.informer<VirtualMachine>(Resources.VirtualMachine),

@@ -1,10 +1,11 @@
 // The one place that talks HTTP to the API server. Raw JSON in and out: client-node's typed
 // models drop fields they do not know (x-kubernetes-*, newer API fields) and turn timestamps into
 // Dates, and the operator needs apply patches, status subresources and watch bookmarks as they are.
-// Credentials come from client-node's KubeConfig (kubeconfig file, in-cluster service account).
+// Credentials come from a ClusterAccess: our own KubeAccess (kubeconfig file, in-cluster service
+// account) in the processes, or client-node's KubeConfig in tests.
 import { createInterface } from 'node:readline';
 import { Readable } from 'node:stream';
-import type { KubeConfig } from '@kubernetes/client-node';
+import type { ClusterAccess, HttpsOptions } from './kubeconfig.ts';
 import { Agent, fetch, type Dispatcher, type Response } from 'undici';
 import { type ResourceType, apiVersionOf, resourceName, resourcePath } from './resources.ts';
 
@@ -118,13 +119,13 @@ interface RequestOptions {
 const REQUEST_TIMEOUT_MS = 30_000;
 
 export class KubeClient {
-  private readonly kc: KubeConfig;
+  private readonly kc: ClusterAccess;
   private readonly server: string;
   private dispatcher: Dispatcher | undefined;
   private readonly observers: RequestObserver[] = [];
   readonly userAgent: string;
 
-  constructor(kc: KubeConfig, userAgent = 'codebrowse') {
+  constructor(kc: ClusterAccess, userAgent = 'codebrowse') {
     const cluster = kc.getCurrentCluster();
     if (!cluster) throw new Error('the kubeconfig has no current cluster: set a current-context');
     this.kc = kc;
@@ -144,7 +145,7 @@ export class KubeClient {
   }
 
   private async connection(): Promise<{ dispatcher: Dispatcher; headers: Record<string, string> }> {
-    const opts: { headers?: Record<string, string>; [k: string]: unknown } = {};
+    const opts: HttpsOptions = {};
     // Asked per request: tokens from files and exec plugins rotate.
     await this.kc.applyToHTTPSOptions(opts);
     if (!this.dispatcher) {

@@ -39,6 +39,8 @@ export type KeyMapper = (object: KubeObject) => string[];
 export interface Watch {
   type: ResourceType;
   keys: KeyMapper;
+  /** For updates: whether the change can matter to the owners (default: every change does). */
+  changed?: (object: KubeObject, old: KubeObject) => boolean;
   informer?: InformerOptions;
 }
 
@@ -121,7 +123,8 @@ export class Controller<T extends KubeObject = KubeObject> {
     for (const watch of definition.watches ?? []) {
       const informer = deps.informer<KubeObject>(watch.type, watch.informer);
       this.informers.set(watch.type, informer);
-      informer.on(({ object, old }) => {
+      informer.on(({ type, object, old }) => {
+        if (type === 'updated' && old && watch.changed && !watch.changed(object, old)) return;
         const keys = new Set([...watch.keys(object), ...(old ? watch.keys(old) : [])]);
         for (const key of keys) this.queue.add(key);
       });
@@ -201,6 +204,11 @@ export class Controller<T extends KubeObject = KubeObject> {
     try {
       const result = (await this.definition.reconcile(object, context)) ?? {};
       this.queue.forget(key);
+      if (log.isLevelEnabled('debug'))
+        log.debug(
+          { ms: Number(process.hrtime.bigint() - started) / 1e6, requeueAfterMs: result.requeueAfterMs },
+          'reconciled',
+        );
       if (result.requeueAfterMs !== undefined && !this.abort.signal.aborted)
         this.queue.addAfter(key, result.requeueAfterMs);
       metrics.reconcileTotal.inc({ controller: this.name, result: result.requeueAfterMs ? 'requeue' : 'success' });

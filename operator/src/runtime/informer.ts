@@ -42,6 +42,36 @@ export function objectKey(object: KubeObject): string {
 
 class StaleWatch extends Error {}
 
+function addTo(index: Map<string, Set<string>>, value: string, key: string): void {
+  let keys = index.get(value);
+  if (!keys) index.set(value, (keys = new Set()));
+  keys.add(key);
+}
+
+function removeFrom(index: Map<string, Set<string>>, value: string, key: string): void {
+  const keys = index.get(value);
+  if (!keys) return;
+  keys.delete(key);
+  if (keys.size === 0) index.delete(value);
+}
+
+/**
+ * What the cache keeps of an object: everything but managedFields and kubectl's last-applied
+ * annotation, which nothing here reads and which can be most of a small object's size (client-go
+ * informers are usually given the same transform).
+ */
+export function trimForCache<T extends KubeObject>(object: T): T {
+  const { managedFields, annotations } = object.metadata;
+  const lastApplied = annotations?.['kubectl.kubernetes.io/last-applied-configuration'];
+  if (managedFields === undefined && lastApplied === undefined) return object;
+  const { managedFields: _fields, ...metadata } = object.metadata;
+  if (lastApplied !== undefined) {
+    const { 'kubectl.kubernetes.io/last-applied-configuration': _applied, ...rest } = annotations!;
+    metadata.annotations = rest;
+  }
+  return { ...object, metadata };
+}
+
 /** resourceVersions are opaque, but etcd's are increasing integers; anything else is not newer. */
 function isNewer(a: string | undefined, b: string | undefined): boolean {
   if (!a || !/^\d+$/.test(a)) return false;
@@ -60,6 +90,7 @@ export class Informer<T extends KubeObject = KubeObject> {
   /** Our own writes not yet seen on the watch (see observeWrite). */
   private readonly written = new Map<string, T>();
   private readonly handlers: InformerHandler<T>[] = [];
+  private readonly indexes = new Map<string, { valuesOf: (object: T) => string[]; keys: Map<string, Set<string>> }>();
   private readonly stopController = new AbortController();
   private readonly syncWaiters: (() => void)[] = [];
   private running: Promise<void> | undefined;
@@ -130,11 +161,47 @@ export class Informer<T extends KubeObject = KubeObject> {
     const key = objectKey(object);
     const newest = this.get(key);
     const base = newest?.metadata.resourceVersion ?? this.lastResourceVersion;
-    if (isNewer(object.metadata.resourceVersion, base)) this.written.set(key, object);
+    if (isNewer(object.metadata.resourceVersion, base)) this.written.set(key, trimForCache(object));
   }
 
   list(): T[] {
+    if (this.written.size === 0) return [...this.cache.values()];
     return [...this.cache.keys()].map((key) => this.get(key)!);
+  }
+
+  /**
+   * Keeps an index of the cache by the values `valuesOf` gives for each object (client-go's
+   * indexers), so "the sessions of this user" is a lookup, not a scan of every object per event.
+   * Index only fields that our own writes do not change (the index follows the watch).
+   */
+  addIndex(name: string, valuesOf: (object: T) => string[]): void {
+    if (this.indexes.has(name)) return;
+    const index = { valuesOf, keys: new Map<string, Set<string>>() };
+    this.indexes.set(name, index);
+    for (const [key, object] of this.cache) for (const value of valuesOf(object)) addTo(index.keys, value, key);
+  }
+
+  /** The cached objects whose index `name` holds `value`. */
+  byIndex(name: string, value: string): T[] {
+    const index = this.indexes.get(name);
+    if (!index) throw new Error(`informer ${resourceName(this.type)} has no index ${name}`);
+    return [...(index.keys.get(value) ?? [])].map((key) => this.get(key)!).filter((o) => o !== undefined);
+  }
+
+  private store(key: string, object: T): void {
+    const old = this.cache.get(key);
+    this.cache.set(key, object);
+    for (const { valuesOf, keys } of this.indexes.values()) {
+      if (old) for (const value of valuesOf(old)) removeFrom(keys, value, key);
+      for (const value of valuesOf(object)) addTo(keys, value, key);
+    }
+  }
+
+  private forget(key: string): void {
+    const old = this.cache.get(key);
+    this.cache.delete(key);
+    if (old)
+      for (const { valuesOf, keys } of this.indexes.values()) for (const v of valuesOf(old)) removeFrom(keys, v, key);
   }
 
   start(): void {
@@ -230,11 +297,12 @@ export class Informer<T extends KubeObject = KubeObject> {
     });
     const seen = new Set<string>();
     const wasSynced = this.synced;
-    for (const object of items) {
+    for (const listed of items) {
+      const object = trimForCache(listed);
       const key = objectKey(object);
       seen.add(key);
       const old = this.cache.get(key);
-      this.cache.set(key, object);
+      this.store(key, object);
       this.retireWrite(key, object);
       if (!old) this.emit({ type: 'added', object });
       else if (old.metadata.resourceVersion !== object.metadata.resourceVersion)
@@ -242,7 +310,7 @@ export class Informer<T extends KubeObject = KubeObject> {
     }
     for (const [key, object] of [...this.cache]) {
       if (seen.has(key)) continue;
-      this.cache.delete(key);
+      this.forget(key);
       this.written.delete(key);
       this.emit({ type: 'deleted', object });
     }
@@ -289,13 +357,14 @@ export class Informer<T extends KubeObject = KubeObject> {
           const key = objectKey(event.object);
           const old = this.cache.get(key);
           if (event.type === 'DELETED') {
-            this.cache.delete(key);
+            this.forget(key);
             this.written.delete(key);
             this.emit({ type: 'deleted', object: event.object });
           } else {
-            this.cache.set(key, event.object);
-            this.retireWrite(key, event.object);
-            this.emit(old ? { type: 'updated', object: event.object, old } : { type: 'added', object: event.object });
+            const object = trimForCache(event.object);
+            this.store(key, object);
+            this.retireWrite(key, object);
+            this.emit(old ? { type: 'updated', object, old } : { type: 'added', object });
           }
         },
       );

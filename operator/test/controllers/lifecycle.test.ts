@@ -1,6 +1,7 @@
 // A session's whole life against the real API server, kwok playing nodes and KubeVirt, a real SMTP
 // server on loopback, and the test playing the guest agent through the portal's agent API:
 // apply → Ready (VM, address, DNS record, one mail) → expiry releases everything; warm claims.
+import { createHash } from 'node:crypto';
 import { afterEach, beforeEach, describe, expect, it } from '@jest/globals';
 import { testKubeconfigPath, useTestNamespace } from '../../../e2e/cluster/test-env.ts';
 import type { BrowseSession, DownloadRequest, ServerPool } from '../../src/api/objects.ts';
@@ -78,7 +79,13 @@ async function playAgent(session: string, installed = true): Promise<Record<stri
     const res = await fetch(`${world.portalUrl}/agent/v1/manifest`, { headers });
     return res.status === 200 ? ((await res.json()) as Record<string, unknown>) : undefined;
   });
-  for (const pkg of manifest.packages as { index: number }[]) {
+  for (const pkg of manifest.packages as { index: number; url: string; digest: string; download: string }[]) {
+    // The agent fetches each package from the store through the portal and checks its digest.
+    const content = await fetch(`${world.portalUrl}${pkg.download}`, { headers });
+    expect(content.status).toBe(200);
+    const bytes = Buffer.from(await content.arrayBuffer());
+    expect(`sha256:${createHash('sha256').update(bytes).digest('hex')}`).toBe(pkg.digest);
+    expect(bytes.toString('utf8')).toContain(`package ${new URL(pkg.url).pathname}`);
     const res = await fetch(`${world.portalUrl}/agent/v1/report`, {
       method: 'POST',
       headers,
@@ -114,6 +121,17 @@ describe('a session', () => {
     const manifest = await playAgent('erin');
     expect(manifest).toMatchObject({ user: 'erin', session: `${ns.name}/erin` });
     expect(manifest.password).toMatch(/^[A-Za-z0-9]{20}$/);
+    expect((manifest.packages as { filename: string }[]).map((p) => p.filename)).toEqual([
+      'tool-1.0.tar.gz',
+      'lib.deb',
+    ]);
+    // Only with the VM's token, and only the session's own packages.
+    expect((await fetch(`${world.portalUrl}/agent/v1/packages/0`)).status).toBe(401);
+    const ready0 = await admin.get<BrowseSession>(Resources.BrowseSession, 'erin', ns.name);
+    const agentSecret = await admin.get<Secret>(Resources.Secret, `${ready0!.status!.vm}-agent`, 'codebrowse-vms');
+    const bearer = { authorization: `Bearer ${Buffer.from(agentSecret!.data!.token!, 'base64').toString('utf8')}` };
+    expect((await fetch(`${world.portalUrl}/agent/v1/packages/2`, { headers: bearer })).status).toBe(404);
+    expect((await fetch(`${world.portalUrl}/agent/v1/packages/..%2f..%2fetc`, { headers: bearer })).status).toBe(404);
 
     const ready = await sessionWhere('erin', 'Ready', (s) => s.status?.phase === 'Ready');
     for (const type of ['Downloaded', 'Scheduled', 'VMReady', 'Installed', 'DNSReady', 'Notified', 'Ready'])
@@ -166,6 +184,35 @@ describe('a session', () => {
     expect(requests.filter((r) => r.metadata.name!.startsWith('short-'))).toEqual([]);
 
     await sessionWhere('later', 'started', (s) => !!s.status?.ip);
+  });
+
+  it("deletes ended sessions (Expired and Failed) after the pool's history TTL, and not before", async () => {
+    pool = await newPool({ sessions: { historyTTL: '3s' } } as Partial<ServerPool['spec']>);
+    await world.session(ns.name, 'brief', { pool, user: 'ivy', duration: '2s' });
+    await world.session(ns.name, 'broken', {
+      pool,
+      user: 'jay',
+      packages: [{ url: world.packageUrl('/missing/pkg.deb') }],
+    });
+    await playAgent('brief');
+    const expired = await sessionWhere('brief', 'Expired', (s) => s.status?.phase === 'Expired', 15_000);
+    const failed = await sessionWhere('broken', 'Failed', (s) => s.status?.phase === 'Failed', 15_000);
+    // Still listed right after it ended: the user can read why.
+    expect(condition(failed, 'Failed')?.reason).toBe('DownloadFailed');
+    for (const [name, endedAt] of [
+      ['brief', Date.parse(expired.status!.expiresAt!)],
+      ['broken', Date.parse(condition(failed, 'Failed')!.lastTransitionTime)],
+    ] as const) {
+      await eventually(
+        `${name} deleted`,
+        async () => !(await admin.get(Resources.BrowseSession, name, ns.name)),
+        15_000,
+      );
+      const goneAfterMs = Date.now() - endedAt;
+      // Timestamps keep whole seconds: allow one for rounding.
+      expect(goneAfterMs).toBeGreaterThanOrEqual(2000);
+      expect(goneAfterMs).toBeLessThan(10_000);
+    }
   });
 
   it('claims a warm VM when one is ready on its node, and the pool refills', async () => {

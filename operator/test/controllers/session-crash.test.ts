@@ -65,7 +65,14 @@ beforeAll(async () => {
     '--http-address=127.0.0.1:0',
     log,
   ]);
-  start([MAIN, 'portal', `--kubeconfig=${plane.kubeconfig}`, `--http-address=127.0.0.1:${portalPort}`, log]);
+  start([
+    MAIN,
+    'portal',
+    `--kubeconfig=${plane.kubeconfig}`,
+    `--http-address=127.0.0.1:${portalPort}`,
+    `--store=${store}`,
+    log,
+  ]);
   start([join(ROOT, 'e2e', 'cluster', 'kwok-agent.ts'), plane.kubeconfig, portalUrl]);
 }, 120_000);
 

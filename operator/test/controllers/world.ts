@@ -41,8 +41,19 @@ export interface World {
   node(name: string, labels?: Record<string, string>): Promise<Node>;
   /** kwok lets go of the node and it reports NotReady since `sinceMs` ago. */
   makeNotReady(name: string, sinceMs?: number): Promise<void>;
-  pool(name: string, spec: Partial<ServerPoolSpec> & Pick<ServerPoolSpec, 'addresses'>): Promise<ServerPool>;
-  session(namespace: string, name: string, spec: Partial<BrowseSessionSpec> & { pool: string }): Promise<BrowseSession>;
+  /** `labels` are added to the scope label (e.g. kwok.codebrowse.io/boot-time, which warm VMs inherit). */
+  pool(
+    name: string,
+    spec: Partial<ServerPoolSpec> & Pick<ServerPoolSpec, 'addresses'>,
+    labels?: Record<string, string>,
+  ): Promise<ServerPool>;
+  /** `labels` are added to the scope label (cold VMs of the session inherit them). */
+  session(
+    namespace: string,
+    name: string,
+    spec: Partial<BrowseSessionSpec> & { pool: string },
+    labels?: Record<string, string>,
+  ): Promise<BrowseSession>;
   stop(): Promise<void>;
 }
 
@@ -65,7 +76,9 @@ export async function startWorld(
     leaderElection: false,
     informerDefaults: { labelSelector: `${SCOPE_LABEL}=${scope}` },
   });
-  const agentApi = portalHandlers(manager, client, testLogger());
+  const storeDir = await mkdtemp(join(tmpdir(), 'codebrowse-world-store-'));
+  const store = await ContentStore.open(storeDir);
+  const agentApi = portalHandlers(manager, client, testLogger(), (digest) => store.contentPath(digest));
   const portalPort = await freePort();
   registerControllers(manager, {
     workers: 2,
@@ -84,12 +97,11 @@ export async function startWorld(
       res.writeHead(200, { 'content-length': '1000' }).write('x'); // never finishes
     else res.writeHead(200).end(`package ${req.url}\n`.repeat(64));
   }).listen('127.0.0.1');
-  const storeDir = await mkdtemp(join(tmpdir(), 'codebrowse-world-store-'));
   manager.addController(
     downloadRequestController({
       requests: () => manager.informer(Resources.DownloadRequest),
       identity: `downloader-${scope}`,
-      store: await ContentStore.open(storeDir),
+      store,
       claimTtlMs: 30_000,
       timeouts: { connectMs: 2000, idleMs: 2000, totalMs: 10_000 },
     }),
@@ -148,10 +160,10 @@ export async function startWorld(
         'status',
       );
     },
-    async pool(name, spec) {
+    async pool(name, spec, extra = {}) {
       pools.push(name);
       return client.create<ServerPool>(Resources.ServerPool, {
-        metadata: { name, labels },
+        metadata: { name, labels: { ...extra, ...labels } },
         spec: {
           nodeSelector: { [SERVES_LABEL]: scope },
           images: [{ name: 'debian-12', os: 'linux', snapshot: 'debian-12-golden' }],
@@ -161,9 +173,9 @@ export async function startWorld(
         } as ServerPoolSpec,
       });
     },
-    async session(namespace, name, spec) {
+    async session(namespace, name, spec, extra = {}) {
       return client.create<BrowseSession>(Resources.BrowseSession, {
-        metadata: { name, namespace, labels },
+        metadata: { name, namespace, labels: { ...extra, ...labels } },
         spec: {
           user: name,
           email: `${name}@example.org`,

@@ -1,18 +1,17 @@
 // What the runtime tests share: a client for a kubeconfig, a quiet logger, a way to wait for an
 // outcome, and a manager running the widget controller.
 import { setTimeout as sleep } from 'node:timers/promises';
-import { KubeConfig } from '@kubernetes/client-node';
 import { KubeClient } from '../../src/runtime/client.ts';
+import { KubeAccess } from '../../src/runtime/kubeconfig.ts';
 import type { InformerOptions } from '../../src/runtime/informer.ts';
 import { createLogger, type Logger } from '../../src/runtime/log.ts';
 import { Manager, type ManagerOptions } from '../../src/runtime/manager.ts';
 import { OperatorMetrics } from '../../src/runtime/metrics.ts';
 import { Journal, widgetController } from './fixtures/widget.ts';
 
+/** A client as the processes make one (our own kubeconfig loader, not client-node's). */
 export function clientFor(kubeconfig: string): KubeClient {
-  const kc = new KubeConfig();
-  kc.loadFromFile(kubeconfig);
-  return new KubeClient(kc, 'codebrowse-test');
+  return new KubeClient(KubeAccess.fromFile(kubeconfig), 'codebrowse-test');
 }
 
 /** Logs only when CODEBROWSE_TEST_LOG is set (e.g. to debug). */

@@ -29,11 +29,16 @@ import {
   releaseVm,
   teardown,
 } from './machine.ts';
-import { ANNOTATIONS, type VirtualMachine } from '../../vm/builders.ts';
+import { ANNOTATIONS, LABELS, type VirtualMachine, imageFor } from '../../vm/builders.ts';
+import { isWarmAndReady, nodeOf } from '../warmpool/controller.ts';
 import { durationOr } from '../../api/duration.ts';
 import { getCondition } from '../../runtime/conditions.ts';
 
 export const SESSION_FINALIZER = 'codebrowse.io/session-cleanup';
+/** Index of the session cache by spec.user (immutable). */
+const BY_USER = 'user';
+/** Index of the sessions that wait for a place (no address yet), by pool. */
+const WAITING_IN_POOL = 'waitingInPool';
 const POOL_MISSING_RETRY_MS = 30_000;
 
 export interface SessionControllerOptions extends MachineDeps {
@@ -69,8 +74,19 @@ export function browseSessionController(options: SessionControllerOptions): Cont
   // Placement reads "what is in use" and then claims an address: one pool at a time in this process
   // (only the leader places, so that is one at a time in the cluster).
   const placing = new KeyedMutex();
+  /** Per pool: sessions whose placement write is in flight, with the status being written. */
+  const reservations = new Map<string, Map<string, BrowseSession>>();
+  const reservationsOf = (pool: string): Map<string, BrowseSession> => {
+    let map = reservations.get(pool);
+    if (!map) reservations.set(pool, (map = new Map()));
+    return map;
+  };
+  /** Sessions (by uid) whose login Secret exists: looked up once, not on every reconcile. */
+  const loginsSeen = new Set<string>();
   const sessionsWhere = (keep: (s: BrowseSession) => boolean): string[] =>
     options.sessions().list().filter(keep).map(keyOf);
+  options.sessions().addIndex(BY_USER, (s) => [s.spec.user]);
+  options.sessions().addIndex(WAITING_IN_POOL, (s) => (!s.status?.ip && !hasEnded(s) ? [s.spec.pool] : []));
   return {
     name: 'browsesession',
     type: Resources.BrowseSession,
@@ -81,8 +97,18 @@ export function browseSessionController(options: SessionControllerOptions): Cont
         type: Resources.BrowseSession,
         keys: (s) => {
           const session = s as BrowseSession;
+          // One that ends gives its place back: the next of its user, and those waiting for a place
+          // in its pool, go on.
           if (hasEnded(session))
-            return [keyOf(session), ...sessionsWhere((o) => o.spec.user === session.spec.user && !hasEnded(o))];
+            return [
+              keyOf(session),
+              ...options
+                .sessions()
+                .byIndex(BY_USER, session.spec.user)
+                .filter((o) => !hasEnded(o))
+                .map(keyOf),
+              ...options.sessions().byIndex(WAITING_IN_POOL, session.spec.pool).map(keyOf),
+            ];
           // The portal records the guest agent's report in the status: go on from there.
           const installed = getCondition(session.status?.conditions as Condition[] | undefined, 'Installed');
           return installed && installed.status !== 'Unknown' && session.status?.phase === 'Installing'
@@ -98,6 +124,8 @@ export function browseSessionController(options: SessionControllerOptions): Cont
         },
       },
       { type: Resources.DownloadRequest, keys: ownerKeys(Resources.BrowseSession) },
+      // The session's DNS record (read from the cache before it is applied; a change undone is redone).
+      { type: Resources.DNSEndpoint, keys: ownerKeys(Resources.BrowseSession) },
       // A pool that changes (new capacity, new nodes) may let waiting sessions start.
       {
         type: Resources.ServerPool,
@@ -137,7 +165,10 @@ export function browseSessionController(options: SessionControllerOptions): Cont
       }
 
       // Step 2: the user's queue.
-      const queue = queueState(session, ctx.cache<BrowseSession>(Resources.BrowseSession).list());
+      const queue = queueState(
+        session,
+        ctx.cache<BrowseSession>(Resources.BrowseSession).byIndex(BY_USER, session.spec.user),
+      );
       if (!queue.active) {
         status = condition(
           { ...status, phase: 'Queued', queuePosition: queue.position },
@@ -198,33 +229,51 @@ export function browseSessionController(options: SessionControllerOptions): Cont
         generation,
       );
 
-      // Steps 4 and 5: node and address.
-      const placement = await placing.run(session.spec.pool, async () => {
-        // Under the lock, read again: the cache now holds every address placed before us.
+      // Steps 4 and 5: node and address. Planned under the pool's lock against the cache plus the
+      // addresses promised to writes still in flight, then written outside it: placements of one
+      // pool are decided one at a time but their writes overlap. The address counts as taken only
+      // once the write (with its resourceVersion precondition) has landed, so a crash leaks nothing.
+      const reserved = reservationsOf(session.spec.pool);
+      const planned = await placing.run(session.spec.pool, async () => {
         const current = ctx.cache<BrowseSession>(Resources.BrowseSession).get(ctx.key) ?? session;
+        const sessions = ctx
+          .cache<BrowseSession>(Resources.BrowseSession)
+          .list()
+          .map((s) => reserved.get(keyOf(s)) ?? s);
         const outcome = planPlacement(
           { ...current, status },
           {
             pool,
             nodes: ctx.cache<Node>(Resources.Node).list(),
-            sessions: ctx.cache<BrowseSession>(Resources.BrowseSession).list(),
+            sessions,
             now: Date.now(),
             random: options.random,
+            warm: claimableWarmVms(session, pool, ctx.cache<VirtualMachine>(Resources.VirtualMachine).list(), sessions),
           },
         );
-        if (outcome.event) await ctx.event(outcome.event.type, outcome.event.reason, outcome.event.message);
-        // A session that moves off a lost node leaves its VM there; a new one starts on the new node.
-        if (outcome.event?.reason === 'NodeLost')
-          await releaseVm(current, ctx.cache<VirtualMachine>(Resources.VirtualMachine).list(), ctx);
-        const next = outcome.status ?? status;
-        if (outcome.claimsAddress || outcome.event || !next.ip) {
-          await ctx.writer.patchStatus(Resources.BrowseSession, current, next, { precondition: true });
-          if (next.ip && outcome.claimsAddress) ctx.log.info({ node: next.node, ip: next.ip }, 'session placed');
-          // Placed: go on at once (our own status write does not wake us).
-          return { done: true as const, requeueAfterMs: next.ip ? 0 : outcome.requeueAfterMs };
-        }
-        return { done: false as const, status: next, requeueAfterMs: outcome.requeueAfterMs };
+        if (outcome.claimsAddress && outcome.status?.ip) reserved.set(ctx.key, { ...current, status: outcome.status });
+        return { current, outcome };
       });
+      const placement = await (async () => {
+        const { current, outcome } = planned;
+        try {
+          if (outcome.event) await ctx.event(outcome.event.type, outcome.event.reason, outcome.event.message);
+          // A session that moves off a lost node leaves its VM there; a new one starts on the new node.
+          if (outcome.event?.reason === 'NodeLost')
+            await releaseVm(current, ctx.cache<VirtualMachine>(Resources.VirtualMachine).list(), ctx);
+          const next = outcome.status ?? status;
+          if (outcome.claimsAddress || outcome.event || !next.ip) {
+            await ctx.writer.patchStatus(Resources.BrowseSession, current, next, { precondition: true });
+            if (next.ip && outcome.claimsAddress) ctx.log.info({ node: next.node, ip: next.ip }, 'session placed');
+            // Placed: go on at once (our own status write does not wake us).
+            return { done: true as const, requeueAfterMs: next.ip ? 0 : outcome.requeueAfterMs };
+          }
+          return { done: false as const, status: next, requeueAfterMs: outcome.requeueAfterMs };
+        } finally {
+          // Landed (the cache holds it now) or failed (the address is free again).
+          reserved.delete(ctx.key);
+        }
+      })();
       if (placement.done)
         return placement.requeueAfterMs === undefined ? undefined : { requeueAfterMs: placement.requeueAfterMs };
       status = placement.status;
@@ -257,7 +306,7 @@ export function browseSessionController(options: SessionControllerOptions): Cont
       }
 
       // Steps 6–9: login, VM, the guest's report, DNS, mail, Ready.
-      await ensureLogin(session, ctx);
+      await ensureLogin(session, ctx, loginsSeen);
       const vms = ctx.cache<VirtualMachine>(Resources.VirtualMachine).list();
       const stepped = await runSteps(status, [
         (s) => ensureVm(session, s, pool, vms, ctx, options),
@@ -321,6 +370,7 @@ export function browseSessionController(options: SessionControllerOptions): Cont
   }
 
   async function release(session: BrowseSession, ctx: ReconcileContext): Promise<void> {
+    loginsSeen.delete(session.metadata.uid!);
     await teardown(
       session,
       ctx.cache<VirtualMachine>(Resources.VirtualMachine).list(),
@@ -334,6 +384,38 @@ export function browseSessionController(options: SessionControllerOptions): Cont
     await release(session, ctx);
     await ctx.writer.removeFinalizer(Resources.BrowseSession, session, SESSION_FINALIZER);
   }
+}
+
+/**
+ * Warm VMs `session` could claim, by node: ready, of its image and pool, less those that sessions
+ * already placed on the node (and not yet holding a VM) will take. None for a persistent session.
+ */
+function claimableWarmVms(
+  session: BrowseSession,
+  pool: ServerPool,
+  vms: readonly VirtualMachine[],
+  sessions: readonly BrowseSession[],
+): Map<string, number> | undefined {
+  const image = imageFor(session, pool);
+  if (!image || session.spec.persistent) return undefined;
+  const counts = new Map<string, number>();
+  for (const vm of vms) {
+    const node = nodeOf(vm);
+    if (
+      node &&
+      isWarmAndReady(vm) &&
+      vm.metadata.labels?.[LABELS.image] === image.name &&
+      vm.metadata.labels?.[LABELS.pool] === pool.metadata.name
+    )
+      counts.set(node, (counts.get(node) ?? 0) + 1);
+  }
+  for (const other of sessions) {
+    const node = other.status?.node;
+    if (!node || other.status?.vm || other.spec.persistent || other.spec.pool !== pool.metadata.name) continue;
+    if (other.metadata.uid === session.metadata.uid || hasEnded(other)) continue;
+    if (counts.has(node)) counts.set(node, counts.get(node)! - 1);
+  }
+  return counts;
 }
 
 /** Runs steps in order until one says stop; the last wait asked for wins. */

@@ -13,6 +13,7 @@ import type { ReconcileContext } from '../../runtime/controller.ts';
 import { Resources } from '../../runtime/resources.ts';
 import {
   ANNOTATIONS,
+  type DNSEndpoint,
   LABELS,
   type Secret,
   type VirtualMachine,
@@ -74,13 +75,19 @@ export function pageUrl(deps: MachineDeps, session: BrowseSession): string {
   return `${deps.pageBaseUrl.replace(/\/$/, '')}/sessions/${session.metadata.namespace}/${session.metadata.name}`;
 }
 
-/** The user's login Secret (generated password), created once. */
-export async function ensureLogin(session: BrowseSession, ctx: ReconcileContext): Promise<void> {
+/**
+ * The user's login Secret (generated password), created once. `known` remembers the sessions (by
+ * uid) whose Secret this process has seen, so it is looked up once per session, not per reconcile.
+ */
+export async function ensureLogin(session: BrowseSession, ctx: ReconcileContext, known: Set<string>): Promise<void> {
+  const uid = session.metadata.uid!;
+  if (known.has(uid)) return;
   const existing = await ctx.client.get<Secret>(Resources.Secret, loginSecretName(session), session.metadata.namespace);
-  if (existing) return;
-  await ctx.client.create(Resources.Secret, buildLoginSecret(session, generatePassword())).catch((error: unknown) => {
-    if (!(error instanceof Error && 'status' in error && error.status === 409)) throw error;
-  });
+  if (!existing)
+    await ctx.client.create(Resources.Secret, buildLoginSecret(session, generatePassword())).catch((error: unknown) => {
+      if (!(error instanceof Error && 'status' in error && error.status === 409)) throw error;
+    });
+  known.add(uid);
 }
 
 /** The VM holding the session's label: the one it claimed or created (so a crash never makes two). */
@@ -226,7 +233,10 @@ export async function ensureDns(
   ctx: ReconcileContext,
 ): Promise<StepResult> {
   const endpoint = buildDNSEndpoint(session, pool, status.ip!);
-  await ctx.writer.apply(Resources.DNSEndpoint, endpoint);
+  const live = ctx
+    .cache<DNSEndpoint>(Resources.DNSEndpoint)
+    .get(`${endpoint.metadata.namespace}/${endpoint.metadata.name}`);
+  await ctx.writer.apply(Resources.DNSEndpoint, endpoint, live ?? null);
   const hostname = hostnameOf(session, pool);
   const next = withCondition(
     { ...status, hostname },

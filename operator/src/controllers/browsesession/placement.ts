@@ -22,6 +22,8 @@ export interface World {
   sessions: readonly BrowseSession[];
   now: number;
   random?: () => number;
+  /** Warm VMs the session could claim, by node (claimable: ready, of its image, not promised to another). */
+  warm?: ReadonlyMap<string, number>;
 }
 
 export type PlacementEvent = { type: 'Normal' | 'Warning'; reason: string; message: string };
@@ -158,7 +160,8 @@ function place(session: BrowseSession, status: Status, world: World): PlacementO
       return { status: sameOrUndefined(session, waiting), claimsAddress: false };
     }
   }
-  const nodeName = pickNode(view.rooms, world.random);
+  const warm = world.warm;
+  const nodeName = pickNode(view.rooms, world.random, warm && ((name) => (warm.get(name) ?? 0) > 0));
 
   if (nodeName) {
     const subnet = view.subnets.get(nodeName)!;

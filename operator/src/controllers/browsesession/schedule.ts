@@ -8,14 +8,23 @@ export interface NodeRoom {
   free: number;
 }
 
-/** The first node with room, asking each in turn from a random start; undefined when all are full. */
-export function pickNode(nodes: readonly NodeRoom[], random: () => number = Math.random): string | undefined {
+/**
+ * The first node with room, asking each in turn from a random start; undefined when all are full.
+ * Nodes `preferred` says yes to (those holding a warm VM the session can claim) are asked first.
+ */
+export function pickNode(
+  nodes: readonly NodeRoom[],
+  random: () => number = Math.random,
+  preferred?: (name: string) => boolean,
+): string | undefined {
   if (nodes.length === 0) return undefined;
   const dice = random();
   const start = Number.isFinite(dice) ? Math.abs(Math.floor(dice * nodes.length)) % nodes.length : 0;
-  for (let i = 0; i < nodes.length; i++) {
-    const node = nodes[(start + i) % nodes.length]!;
-    if (node.free > 0) return node.name;
+  for (const pass of preferred ? [preferred, () => true] : [() => true]) {
+    for (let i = 0; i < nodes.length; i++) {
+      const node = nodes[(start + i) % nodes.length]!;
+      if (node.free > 0 && pass(node.name)) return node.name;
+    }
   }
   return undefined;
 }

@@ -7,7 +7,7 @@ import type { DownloadRequestStatus } from '../../api/downloadrequest.ts';
 import type { DownloadRequest, ServerPool } from '../../api/objects.ts';
 import { FetchError, messageOf } from '../../fetch/errors.ts';
 import { type FetchTimeouts } from '../../fetch/plugin.ts';
-import { fetchToStore } from '../../fetch/fetch.ts';
+import { type FetchResult, fetchToStore, findInStore } from '../../fetch/fetch.ts';
 import { NetworkGuard } from '../../fetch/guard.ts';
 import { plugins } from '../../fetch/plugin.ts';
 import { type ContentStore, hexOf } from '../../fetch/store.ts';
@@ -129,25 +129,82 @@ export function downloadRequestController(options: DownloaderOptions): Controlle
       const first = firstOfItsUrl(request, ctx.cache<DownloadRequest>(Resources.DownloadRequest).list());
       if (first.metadata.uid !== request.metadata.uid) return { requeueAfterMs: SAME_URL_WAIT_MS };
 
+      if (!served) {
+        const claimed = await claim(request, options.identity, ctx);
+        return fail(claimed, new FetchError('UnsupportedScheme', unsupported(request.spec.url)), ctx);
+      }
+      const limits = limitsOf(request, ctx);
+      if (limits instanceof FetchError) return fail(request, limits, ctx);
+      // Already in the store: the take and the result are one write (under the same precondition).
+      let cached: FetchResult | undefined;
+      try {
+        cached = await findInStore(options.store, request.spec.url, { sha256: request.spec.sha256, ...limits });
+      } catch (error) {
+        return fail(
+          request,
+          error instanceof FetchError ? error : new FetchError('ProtocolError', messageOf(error)),
+          ctx,
+        );
+      }
+      if (cached) return succeed(request, cached, request.status?.attempts ?? 0, ctx);
       // The "take": fails with 409 (and the driver retries quietly) when another worker was faster.
       const claimed = await claim(request, options.identity, ctx);
-      if (!served) return fail(claimed, new FetchError('UnsupportedScheme', unsupported(request.spec.url)), ctx);
-      return download(claimed, ctx);
+      return download(claimed, limits, ctx);
     },
   };
 
-  async function download(request: DownloadRequest, ctx: ReconcileContext): Promise<void> {
+  /** The size cap and the allow-list of the request's pool. */
+  function limitsOf(
+    request: DownloadRequest,
+    ctx: ReconcileContext,
+  ): FetchError | { maxBytes: number; guard: NetworkGuard } {
     const pool = request.spec.pool ? ctx.cache<ServerPool>(Resources.ServerPool).get(request.spec.pool) : undefined;
-    if (request.spec.pool && !pool) {
-      const error = new FetchError(
+    if (request.spec.pool && !pool)
+      return new FetchError(
         'Forbidden',
         `ServerPool ${request.spec.pool} (spec.pool) does not exist, so its download limits are unknown: create the pool or fix spec.pool`,
       );
-      return fail(request, error, ctx);
-    }
-    const maxBytes = request.spec.maxBytes ?? pool?.spec.downloads?.maxPackageBytes ?? DEFAULT_MAX_PACKAGE_BYTES;
-    const guard = new NetworkGuard(pool?.spec.downloads?.allowedNetworks ?? []);
+    return {
+      maxBytes: request.spec.maxBytes ?? pool?.spec.downloads?.maxPackageBytes ?? DEFAULT_MAX_PACKAGE_BYTES,
+      guard: new NetworkGuard(pool?.spec.downloads?.allowedNetworks ?? []),
+    };
+  }
 
+  async function succeed(
+    latest: DownloadRequest,
+    result: FetchResult,
+    attempts: number,
+    ctx: ReconcileContext,
+  ): Promise<void> {
+    let status: Status = {
+      ...latest.status,
+      phase: 'Succeeded',
+      reason: undefined,
+      message: result.fromCache ? 'served from the cache' : `fetched ${result.bytes} bytes`,
+      worker: options.identity,
+      bytes: result.bytes,
+      totalBytes: result.bytes,
+      digest: result.digest,
+      storePath: `sha256/${hexOf(result.digest)}`,
+      fromCache: result.fromCache,
+      attempts,
+      startedAt: latest.status?.startedAt ?? now(),
+      claimRenewedAt: renewedAt(),
+      completedAt: now(),
+      observedGeneration: latest.metadata.generation,
+    };
+    status = withCondition(status, 'Succeeded', 'True', result.fromCache ? 'FromCache' : 'Fetched', status.message!);
+    await ctx.writer.patchStatus(Resources.DownloadRequest, latest, status, { precondition: true });
+    downloads.inc({ scheme: schemeOf(latest.spec.url), result: result.fromCache ? 'CacheHit' : 'Succeeded' });
+    if (!result.fromCache) bytesTotal.inc(result.bytes);
+    ctx.log.info({ digest: result.digest, bytes: result.bytes, fromCache: result.fromCache }, 'download succeeded');
+  }
+
+  async function download(
+    request: DownloadRequest,
+    { maxBytes, guard }: { maxBytes: number; guard: NetworkGuard },
+    ctx: ReconcileContext,
+  ): Promise<void> {
     let latest = request;
     let bytes = 0;
     let total: number | undefined;
@@ -192,26 +249,7 @@ export function downloadRequestController(options: DownloaderOptions): Controlle
       });
       clearInterval(timer);
       await writing;
-      let status: Status = {
-        ...latest.status,
-        phase: 'Succeeded',
-        reason: undefined,
-        message: result.fromCache ? 'served from the cache' : `fetched ${result.bytes} bytes`,
-        bytes: result.bytes,
-        totalBytes: result.bytes,
-        digest: result.digest,
-        storePath: `sha256/${hexOf(result.digest)}`,
-        fromCache: result.fromCache,
-        attempts,
-        claimRenewedAt: renewedAt(),
-        completedAt: now(),
-        observedGeneration: request.metadata.generation,
-      };
-      status = withCondition(status, 'Succeeded', 'True', result.fromCache ? 'FromCache' : 'Fetched', status.message!);
-      await ctx.writer.patchStatus(Resources.DownloadRequest, latest, status, { precondition: true });
-      downloads.inc({ scheme: schemeOf(request.spec.url), result: result.fromCache ? 'CacheHit' : 'Succeeded' });
-      if (!result.fromCache) bytesTotal.inc(result.bytes);
-      ctx.log.info({ digest: result.digest, bytes: result.bytes, fromCache: result.fromCache }, 'download succeeded');
+      await succeed(latest, result, attempts, ctx);
     } catch (error) {
       clearInterval(timer);
       await writing;

@@ -5,6 +5,7 @@ import type { ServerPoolStatus } from '../../api/serverpool.ts';
 import { type Condition, getCondition, setCondition } from '../../runtime/conditions.ts';
 import type { ControllerDefinition, ReconcileResult } from '../../runtime/controller.ts';
 import type { Informer } from '../../runtime/informer.ts';
+import { mergePatchBetween } from '../../runtime/apply.ts';
 import { Resources } from '../../runtime/resources.ts';
 import { nodeHealth, poolView } from './capacity.ts';
 
@@ -13,7 +14,16 @@ export interface PoolControllerOptions {
   pools: () => Informer<ServerPool>;
 }
 
+/** The least time between two status writes of one pool. */
+const STATUS_INTERVAL_MS = 1000;
+
+function sameStatus(before: ServerPoolStatus | undefined, after: ServerPoolStatus): boolean {
+  const plain = (value: unknown) => JSON.parse(JSON.stringify(value ?? {})) as Record<string, unknown>;
+  return Object.keys(mergePatchBetween(plain(before), plain(after))).length === 0;
+}
+
 export function serverPoolController(options: PoolControllerOptions): ControllerDefinition<ServerPool> {
+  const lastWrite = new Map<string, number>();
   return {
     name: 'serverpool',
     type: Resources.ServerPool,
@@ -28,7 +38,19 @@ export function serverPoolController(options: PoolControllerOptions): Controller
             .list()
             .map((p) => p.metadata.name!),
       },
-      { type: Resources.BrowseSession, keys: (s) => [(s as BrowseSession).spec?.pool].filter((p) => !!p) },
+      // Only where a session is (node, address) and whether it has ended count towards the pool's use.
+      {
+        type: Resources.BrowseSession,
+        keys: (s) => [(s as BrowseSession).spec?.pool].filter((p) => !!p),
+        changed: (object, old) => {
+          const [now, before] = [object as BrowseSession, old as BrowseSession];
+          return (
+            now.status?.node !== before.status?.node ||
+            now.status?.ip !== before.status?.ip ||
+            now.status?.phase !== before.status?.phase
+          );
+        },
+      },
     ],
     async reconcile(pool, ctx): Promise<ReconcileResult | void> {
       const now = Date.now();
@@ -98,7 +120,12 @@ export function serverPoolController(options: PoolControllerOptions): Controller
         nodes: view.nodes,
         totals: view.totals,
       };
-      await ctx.writer.patchStatus(Resources.ServerPool, pool, status);
+      // Counts change with every session placed or ended: during a burst, write them at most once
+      // a second (the queue folds the changes in between into the next reconcile).
+      const sinceLastWrite = now - (lastWrite.get(ctx.key) ?? 0);
+      if (sinceLastWrite < STATUS_INTERVAL_MS && !sameStatus(pool.status, status))
+        return { requeueAfterMs: STATUS_INTERVAL_MS - sinceLastWrite };
+      if ((await ctx.writer.patchStatus(Resources.ServerPool, pool, status)).written) lastWrite.set(ctx.key, now);
 
       for (const type of ['NoNodes', 'AddressesExhausted'] as const) {
         const before = getCondition(pool.status?.conditions as Condition[] | undefined, type);
