@@ -1,0 +1,42 @@
+#!/bin/sh
+# Makes a debootstrap tree (build-rootfs.sh image) a codebrowse session image: the guest agent as a
+# systemd service, DHCP on the first NIC (the address of a claim is added by the agent), a login on
+# the serial console, ssh off until the claim, and nothing that two VMs cloned from it must not
+# share (machine-id, ssh host keys).
+# Usage: install-agent.sh ROOT
+set -eu
+root=${1:?usage: install-agent.sh ROOT}
+here=$(cd "$(dirname "$0")" && pwd)
+lib="$root/usr/local/lib/codebrowse-agent"
+
+mkdir -p "$lib" "$root/etc/codebrowse"
+chmod 0700 "$root/etc/codebrowse"
+cp "$here/../agent/codebrowse-agent.sh" "$here/../agent/install-rules.sh" "$here/../agent/json.sh" "$lib/"
+chmod 0755 "$lib/codebrowse-agent.sh"
+cp "$here/codebrowse-agent.service" "$root/etc/systemd/system/codebrowse-agent.service"
+
+cat >"$root/etc/systemd/network/80-codebrowse-dhcp.network" <<'NET'
+[Match]
+Name=en* eth*
+
+[Network]
+DHCP=yes
+NET
+
+printf '/dev/vda\t/\text4\trw,relatime\t0\t1\n' >"$root/etc/fstab"
+ln -sf /run/systemd/resolve/stub-resolv.conf "$root/etc/resolv.conf"
+printf 'codebrowse\n' >"$root/etc/hostname"
+
+# systemctl enable works offline in a chroot (it only makes the symlinks).
+chroot "$root" systemctl enable codebrowse-agent.service systemd-networkd.service \
+  systemd-networkd-wait-online.service systemd-resolved.service serial-getty@ttyS0.service >/dev/null 2>&1
+chroot "$root" systemctl disable ssh.service >/dev/null 2>&1 || :
+
+# The system user the agent unpacks archives as (it would make it at the first claim otherwise).
+chroot "$root" useradd --system --no-create-home --home-dir /nonexistent --shell /usr/sbin/nologin \
+  --comment "codebrowse archive unpacker" codebrowse-unpack
+
+# Per-VM identity is made at first boot (machine-id) or by the agent at the claim (host keys).
+: >"$root/etc/machine-id"
+rm -f "$root/var/lib/dbus/machine-id" "$root"/etc/ssh/ssh_host_*
+rm -rf "$root/var/lib/codebrowse-agent" "$root/var/log/codebrowse-agent.log"
