@@ -44,17 +44,28 @@ apt:
 	  apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq $$missing >/dev/null; \
 	fi
 
+.PHONY: tools-bin
+tools-bin: ## build (or reuse) helm and external-dns from the Go module proxy (chart and DNS tests)
+	@bash e2e/tools/build-tools.sh >/dev/null
+
 .PHONY: k8s-bin
 k8s-bin: ## build (or reuse) kube-apiserver, etcd, kubectl and kwok from the Go module proxy
 	@bash e2e/cluster/build.sh >/dev/null
 
 .PHONY: crds
-crds: deps ## regenerate crds/ from operator/src/api
+crds: deps ## regenerate crds/ (and the chart's copy) from operator/src/api
 	$(NODE) operator/src/api/generate-crds.ts
+	cp crds/*.yaml charts/codebrowse/crds/
 
 .PHONY: build
 build: deps ## compile operator/src to dist/ (what the image and the benchmarks run)
 	@rm -rf dist && $(NODE) node_modules/typescript/bin/tsc -p tsconfig.build.json
+
+.PHONY: image
+image: ## build the container image (needs a Docker engine; make test checks its contents without one)
+	@if ! docker info >/dev/null 2>&1; then \
+	  echo "make image needs a running Docker engine (none here). The image's contents are built and tested without one: image/stage.sh, e2e/image/image.test.ts"; exit 2; fi
+	docker build -t codebrowse:$$(git rev-parse --short HEAD) .
 
 .PHONY: check
 check: deps ## type-check, lint, format check, stale-CRD check
@@ -70,7 +81,7 @@ format: deps ## format and fix lint findings in place
 	$(NODE) node_modules/eslint/bin/eslint.js --fix .
 
 .PHONY: test
-test: deps k8s-bin check ## everything the tests need, then every test (against a real kube-apiserver)
+test: deps k8s-bin tools-bin check ## everything the tests need, then every test (against a real kube-apiserver)
 	@mkdir -p $(dir $(RESULTS)) && rm -f $(RESULTS)
 	$(JEST) --json --outputFile=$(RESULTS) $(TEST_ARGS) || status=$$?; \
 	$(NODE) e2e/test-summary.ts $(RESULTS); exit $${status:-0}

@@ -98,6 +98,8 @@ export interface ApplyOptions {
   /** Take over fields another manager owns (what a controller wants for objects it owns). */
   force?: boolean;
   subresource?: string;
+  /** Validate and admit, but store nothing (server-side dry-run). */
+  dryRun?: boolean;
 }
 
 export interface DeleteOptions {
@@ -326,7 +328,11 @@ export class KubeClient {
       verb: 'apply',
       resource: resourceName(type),
       contentType: 'application/apply-patch+yaml', // JSON is YAML
-      query: { fieldManager: options.fieldManager, force: options.force ?? true },
+      query: {
+        fieldManager: options.fieldManager,
+        force: options.force ?? true,
+        ...(options.dryRun ? { dryRun: 'All' } : {}),
+      },
       body: { apiVersion: apiVersionOf(type), kind: type.kind, ...object },
     });
   }

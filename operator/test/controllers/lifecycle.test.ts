@@ -194,9 +194,11 @@ describe('a session', () => {
       user: 'jay',
       packages: [{ url: world.packageUrl('/missing/pkg.deb') }],
     });
-    await playAgent('brief');
-    const expired = await sessionWhere('brief', 'Expired', (s) => s.status?.phase === 'Expired', 15_000);
-    const failed = await sessionWhere('broken', 'Failed', (s) => s.status?.phase === 'Failed', 15_000);
+    // Watched side by side: each is listed only for the 3 s after it ends.
+    const [expired, failed] = await Promise.all([
+      playAgent('brief').then(() => sessionWhere('brief', 'Expired', (s) => s.status?.phase === 'Expired', 15_000)),
+      sessionWhere('broken', 'Failed', (s) => s.status?.phase === 'Failed', 15_000),
+    ]);
     // Still listed right after it ended: the user can read why.
     expect(condition(failed, 'Failed')?.reason).toBe('DownloadFailed');
     for (const [name, endedAt] of [

@@ -1,0 +1,393 @@
+// The Helm chart as a platform team uses it: `helm lint` and `helm template` (helm built from the
+// Go module proxy, e2e/tools/build-tools.sh), the rendered chart applied to a real API server with
+// server-side dry-run and then for real, and the three roles run with the chart's ServiceAccounts
+// (tokens from the TokenRequest API, so only the chart's RBAC applies) and the arguments of its
+// Deployments: a session reaches Ready. The admission policy: a user may create a session only for
+// themself unless in an admin group. An own control plane (the operator it runs is not scoped to a
+// test, and the policy is cluster-wide).
+import { type ChildProcess, execFile, spawn } from 'node:child_process';
+import { readFile, mkdtemp, rm, writeFile } from 'node:fs/promises';
+import { tmpdir } from 'node:os';
+import { join } from 'node:path';
+import { promisify } from 'node:util';
+import { afterAll, beforeAll, describe, expect, it } from '@jest/globals';
+import { KubeConfig } from '@kubernetes/client-node';
+import { parseAllDocuments, parse, stringify } from 'yaml';
+import { resolveBinaries } from '../cluster/binaries.ts';
+import { ControlPlane, KWOK_NODE_ANNOTATION, freePort } from '../cluster/control-plane.ts';
+import { crdFiles, installCrds } from '../cluster/install.ts';
+import type { BrowseSession, ServerPool } from '../../operator/src/api/objects.ts';
+import { type KubeClient, type KubeObject, isNotFound } from '../../operator/src/runtime/client.ts';
+import { Resources, type ResourceType } from '../../operator/src/runtime/resources.ts';
+import { TestServer } from '../../operator/test/fetch/servers.ts';
+import { clientFor, eventually } from '../../operator/test/runtime/harness.ts';
+
+const run = promisify(execFile);
+const ROOT = join(import.meta.dirname, '..', '..');
+const CHART = join(ROOT, 'charts', 'codebrowse');
+const MAIN = join(ROOT, 'operator', 'src', 'main.ts');
+const RELEASE = 'cb';
+const NS = 'codebrowse-system';
+const VM_NS = 'codebrowse-vms';
+const SET = [`vmNamespace=${VM_NS}`, 'admission.adminGroups={system:masters,codebrowse:admins}'];
+
+let helm: string;
+let plane: ControlPlane;
+let admin: KubeClient;
+let dir: string;
+let rendered: KubeObject[];
+const children: ChildProcess[] = [];
+
+async function helmRun(args: string[]): Promise<{ stdout: string; stderr: string; code: number }> {
+  return run(helm, args, { maxBuffer: 64 << 20 }).then(
+    ({ stdout, stderr }) => ({ stdout, stderr, code: 0 }),
+    (error: { stdout: string; stderr: string; code: number }) => error,
+  );
+}
+
+async function template(values: string[] = SET): Promise<KubeObject[]> {
+  const out = await helmRun(['template', RELEASE, CHART, '--namespace', NS, ...values.flatMap((v) => ['--set', v])]);
+  if (out.code !== 0) throw new Error(`helm template failed: ${out.stderr}`);
+  return parseAllDocuments(out.stdout)
+    .map((d) => d.toJS() as KubeObject | null)
+    .filter((o): o is KubeObject => !!o);
+}
+
+const TYPES: Record<string, ResourceType> = {
+  ServiceAccount: { group: '', version: 'v1', kind: 'ServiceAccount', plural: 'serviceaccounts', namespaced: true },
+  ClusterRole: r('rbac.authorization.k8s.io', 'ClusterRole', 'clusterroles', false),
+  ClusterRoleBinding: r('rbac.authorization.k8s.io', 'ClusterRoleBinding', 'clusterrolebindings', false),
+  Role: r('rbac.authorization.k8s.io', 'Role', 'roles', true),
+  RoleBinding: r('rbac.authorization.k8s.io', 'RoleBinding', 'rolebindings', true),
+  Deployment: { group: 'apps', version: 'v1', kind: 'Deployment', plural: 'deployments', namespaced: true },
+  Service: { group: '', version: 'v1', kind: 'Service', plural: 'services', namespaced: true },
+  PersistentVolumeClaim: Resources.PersistentVolumeClaim,
+  PodDisruptionBudget: {
+    group: 'policy',
+    version: 'v1',
+    kind: 'PodDisruptionBudget',
+    plural: 'poddisruptionbudgets',
+    namespaced: true,
+  },
+  NetworkPolicy: {
+    group: 'networking.k8s.io',
+    version: 'v1',
+    kind: 'NetworkPolicy',
+    plural: 'networkpolicies',
+    namespaced: true,
+  },
+  Ingress: { group: 'networking.k8s.io', version: 'v1', kind: 'Ingress', plural: 'ingresses', namespaced: true },
+  ValidatingAdmissionPolicy: r(
+    'admissionregistration.k8s.io',
+    'ValidatingAdmissionPolicy',
+    'validatingadmissionpolicies',
+    false,
+  ),
+  ValidatingAdmissionPolicyBinding: r(
+    'admissionregistration.k8s.io',
+    'ValidatingAdmissionPolicyBinding',
+    'validatingadmissionpolicybindings',
+    false,
+  ),
+};
+
+function r(group: string, kind: string, plural: string, namespaced: boolean): ResourceType {
+  return { group, version: 'v1', kind, plural, namespaced };
+}
+
+function typeOf(object: KubeObject): ResourceType {
+  const type = TYPES[object.kind!];
+  if (!type) throw new Error(`the test does not know the kind ${object.kind} the chart renders`);
+  return type;
+}
+
+beforeAll(async () => {
+  const tools = await run('bash', [join(ROOT, 'e2e', 'tools', 'build-tools.sh')], { timeout: 60 * 60_000 });
+  helm = join(tools.stdout.trim().split('\n').pop()!, 'helm');
+  plane = await ControlPlane.start({
+    binDir: await resolveBinaries(),
+    users: [
+      { name: 'alice', groups: ['codebrowse:users'] },
+      { name: 'carol-admin', groups: ['codebrowse:admins'] },
+    ],
+  });
+  const kc = new KubeConfig();
+  kc.loadFromFile(plane.kubeconfig);
+  await installCrds(kc, await crdFiles());
+  await plane.startKwok();
+  admin = clientFor(plane.kubeconfig);
+  for (const name of [NS, VM_NS, 'team-a']) await admin.create(Resources.Namespace, { metadata: { name } });
+  dir = await mkdtemp(join(tmpdir(), 'codebrowse-chart-'));
+  rendered = await template();
+}, 60 * 60_000);
+
+afterAll(async () => {
+  for (const child of children) child.kill('SIGKILL');
+  await plane?.stop();
+  if (dir) await rm(dir, { recursive: true, force: true });
+});
+
+describe('the chart', () => {
+  it('passes helm lint, and lint names the key of a bad value', async () => {
+    const lint = await helmRun(['lint', CHART, '--strict']);
+    expect(`${lint.stdout}${lint.stderr}`).toMatch(/1 chart\(s\) linted, 0 chart\(s\) failed/);
+    const bad = await helmRun(['lint', CHART, '--set', 'operator.replicas=zero']);
+    expect(bad.code).not.toBe(0);
+    expect(`${bad.stdout}${bad.stderr}`).toMatch(/operator\.replicas|replicas/);
+    const unknown = await helmRun(['template', RELEASE, CHART, '--set', 'portal.ingres.enabled=true']);
+    expect(unknown.code).not.toBe(0);
+    expect(unknown.stderr).toMatch(/ingres/);
+  });
+
+  it('ships the generated CRDs unchanged', async () => {
+    for (const file of [
+      'codebrowse.io_browsesessions.yaml',
+      'codebrowse.io_downloadrequests.yaml',
+      'codebrowse.io_serverpools.yaml',
+    ])
+      expect(await readFile(join(CHART, 'crds', file), 'utf8')).toBe(await readFile(join(ROOT, 'crds', file), 'utf8'));
+  });
+
+  it('renders non-root, read-only pods with probes and resources, 2 operator replicas, PDBs, and NOTES with the next step', async () => {
+    const deployments = rendered.filter((o) => o.kind === 'Deployment') as (KubeObject & {
+      spec: {
+        replicas: number;
+        template: { spec: Record<string, unknown> & { containers: Record<string, unknown>[] } };
+      };
+    })[];
+    expect(deployments.map((d) => d.metadata.name).sort()).toEqual([
+      `${RELEASE}-codebrowse-downloader`,
+      `${RELEASE}-codebrowse-operator`,
+      `${RELEASE}-codebrowse-portal`,
+    ]);
+    for (const d of deployments) {
+      const pod = d.spec.template.spec;
+      expect(pod.securityContext).toMatchObject({ runAsNonRoot: true, seccompProfile: { type: 'RuntimeDefault' } });
+      const container = pod.containers[0]!;
+      expect(container.securityContext).toMatchObject({
+        readOnlyRootFilesystem: true,
+        allowPrivilegeEscalation: false,
+      });
+      expect(container).toHaveProperty('readinessProbe.httpGet.path', '/readyz');
+      expect(container).toHaveProperty('livenessProbe.httpGet.path', '/healthz');
+      expect(container).toHaveProperty('resources.requests.memory');
+      expect(pod.serviceAccountName).toBe(`${d.metadata.name}`);
+    }
+    expect(deployments.find((d) => d.metadata.name!.endsWith('operator'))!.spec.replicas).toBe(2);
+    expect(rendered.filter((o) => o.kind === 'PodDisruptionBudget')).toHaveLength(3);
+    const install = await helmRun([
+      'install',
+      RELEASE,
+      CHART,
+      '--dry-run=server',
+      '--namespace',
+      NS,
+      '--kubeconfig',
+      plane.kubeconfig,
+    ]);
+    if (install.code !== 0) throw new Error(`helm install --dry-run failed: ${install.stderr}`);
+    expect(install.stdout).toMatch(/NOTES:[\s\S]*Create a ServerPool/);
+  });
+
+  it('renders the GitOps example (kustomize overlay over the chart) with its values and patches', async () => {
+    const kubectl = join(await resolveBinaries(), 'kubectl');
+    const { stdout } = await run(
+      kubectl,
+      [
+        'kustomize',
+        '--enable-helm',
+        '--helm-command',
+        helm,
+        join(ROOT, 'examples', 'gitops', 'overlays', 'production'),
+      ],
+      { maxBuffer: 64 << 20 },
+    );
+    const objects = parseAllDocuments(stdout).map((d) => d.toJS() as KubeObject & { spec?: Record<string, unknown> });
+    const downloader = objects.find((o) => o.kind === 'Deployment' && o.metadata.name === 'codebrowse-downloader');
+    expect(downloader?.spec?.replicas).toBe(3);
+    expect(objects.every((o) => o.metadata.labels?.environment === 'production')).toBe(true);
+    expect(objects.find((o) => o.kind === 'Ingress')).toHaveProperty('spec.rules.0.host', 'codebrowse.example.org');
+    expect(stdout).toContain('--smtp-url=smtp://mail.example.org:587');
+    expect(objects.filter((o) => o.kind === 'CustomResourceDefinition')).toHaveLength(3);
+  });
+
+  it('applies to the real API server with server-side dry-run, then for real', async () => {
+    for (const object of rendered) {
+      const type = typeOf(object);
+      await admin.apply(type, object, { fieldManager: 'helm-test', force: true, dryRun: true });
+    }
+    for (const object of rendered)
+      await admin.apply(typeOf(object), object, { fieldManager: 'helm-test', force: true });
+    for (const object of rendered)
+      expect(await admin.get(typeOf(object), object.metadata.name!, namespaceOf(object))).toBeDefined();
+  });
+
+  it('lets a user create sessions only for themself; an admin group member for anyone', async () => {
+    const alice = clientFor(plane.kubeconfigFor('alice'));
+    const carol = clientFor(plane.kubeconfigFor('carol-admin'));
+    // Users get the chart's user role in their namespace.
+    await admin.create(TYPES.RoleBinding!, {
+      metadata: { name: 'users', namespace: 'team-a' },
+      roleRef: { apiGroup: 'rbac.authorization.k8s.io', kind: 'ClusterRole', name: `${RELEASE}-codebrowse-user` },
+      subjects: [
+        { apiGroup: 'rbac.authorization.k8s.io', kind: 'Group', name: 'codebrowse:users' },
+        { apiGroup: 'rbac.authorization.k8s.io', kind: 'Group', name: 'codebrowse:admins' },
+      ],
+    } as KubeObject);
+    const session = (name: string, user: string) => ({
+      metadata: { name, namespace: 'team-a' },
+      spec: {
+        user,
+        email: `${user}@example.org`,
+        pool: 'none',
+        os: 'linux',
+        packages: [{ url: 'https://example.org/a.deb' }],
+      },
+    });
+    // The policy takes a moment to be active after it is created.
+    const denied = await eventually(
+      'the policy denies',
+      async () => {
+        try {
+          await alice.create(Resources.BrowseSession, session(`probe-${Date.now()}`, 'bob'));
+          return undefined;
+        } catch (error) {
+          return error as Error & { status: number };
+        }
+      },
+      30_000,
+      250,
+    );
+    expect(denied.status).toBe(403);
+    expect(denied.message).toMatch(
+      /spec\.user is "bob" but you are "alice": create sessions for yourself \(set spec\.user: alice\)/,
+    );
+    expect(denied.message).toMatch(/codebrowse:admins/);
+    await alice.create(Resources.BrowseSession, session('mine', 'alice'));
+    await carol.create(Resources.BrowseSession, session('for-bob', 'bob'));
+    // No leftovers of probes that got through before the policy was active.
+    for (const s of (await admin.list<BrowseSession>(Resources.BrowseSession, 'team-a')).items)
+      await admin.delete(Resources.BrowseSession, s.metadata.name!, 'team-a').catch((e: unknown) => {
+        if (!isNotFound(e)) throw e;
+      });
+  });
+
+  it("runs the three roles with the chart's ServiceAccounts and Deployment arguments: a session reaches Ready", async () => {
+    const base = parse(await readFile(plane.kubeconfig, 'utf8')) as { users: { user: Record<string, unknown> }[] };
+    const kubeconfigOf = async (role: string): Promise<string> => {
+      const review = (await admin.create<KubeObject>(
+        {
+          group: '',
+          version: 'v1',
+          kind: 'TokenRequest',
+          plural: `serviceaccounts/${RELEASE}-codebrowse-${role}/token`,
+          namespaced: true,
+        },
+        {
+          apiVersion: 'authentication.k8s.io/v1',
+          kind: 'TokenRequest',
+          metadata: { namespace: NS },
+          spec: { expirationSeconds: 3600 },
+        } as KubeObject,
+      )) as KubeObject & { status: { token: string } };
+      const path = join(dir, `kubeconfig-${role}`);
+      await writeFile(
+        path,
+        stringify({ ...base, users: [{ ...base.users[0], user: { token: review.status.token } }] }),
+      );
+      return path;
+    };
+    const store = join(dir, 'store');
+    const ports = { operator: await freePort(), downloader: await freePort(), portal: await freePort() };
+    const portalUrl = `http://127.0.0.1:${ports.portal}`;
+    // The Deployment's arguments, with what a pod gets from its volumes and network made local.
+    const argsOf = (role: 'operator' | 'downloader' | 'portal'): string[] => {
+      const deployment = rendered.find(
+        (o) => o.kind === 'Deployment' && o.metadata.name === `${RELEASE}-codebrowse-${role}`,
+      ) as KubeObject & {
+        spec: { template: { spec: { containers: { args: string[] }[] } } };
+      };
+      return deployment.spec.template.spec.containers[0]!.args.map((arg) =>
+        arg
+          .replace(/^--http-address=:\d+$/, `--http-address=127.0.0.1:${ports[role]}`)
+          .replace(/^--store=\/store$/, `--store=${store}`)
+          .replace(/^--identity=\$\(POD_NAME\)$/, '--identity=operator-pod-0')
+          .replace(/^--portal-url=.*$/, `--portal-url=${portalUrl}`),
+      );
+    };
+    const output = new Map<string, string>();
+    for (const role of ['downloader', 'portal', 'operator'] as const) {
+      const child = spawn(process.execPath, [MAIN, ...argsOf(role), `--kubeconfig=${await kubeconfigOf(role)}`], {
+        stdio: ['ignore', 'pipe', 'pipe'],
+      });
+      output.set(role, '');
+      const keep = (chunk: Buffer) => output.set(role, (output.get(role)! + chunk.toString()).slice(-20_000));
+      child.stdout!.on('data', keep);
+      child.stderr!.on('data', keep);
+      children.push(child);
+    }
+    children.push(
+      spawn(process.execPath, [join(ROOT, 'e2e', 'cluster', 'kwok-agent.ts'), plane.kubeconfig, portalUrl, VM_NS], {
+        stdio: 'ignore',
+      }),
+    );
+    const packages = await new TestServer((req, res) => res.writeHead(200).end(`package ${req.url}\n`)).listen(
+      '127.0.0.1',
+    );
+    try {
+      await admin.create(Resources.Node, {
+        metadata: {
+          name: 'host-0',
+          labels: { 'codebrowse.io/host': 'true' },
+          annotations: { [KWOK_NODE_ANNOTATION]: 'fake' },
+        },
+      });
+      await admin.create<ServerPool>(Resources.ServerPool, {
+        metadata: { name: 'chart' },
+        spec: {
+          nodeSelector: { 'codebrowse.io/host': 'true' },
+          vmNamespace: VM_NS,
+          sessionsPerNode: 5,
+          addresses: { cidr: '10.94.0.0/24', nodePrefix: 26 },
+          images: [{ name: 'debian-12', os: 'linux', snapshot: 'golden', warm: 1 }],
+          dns: { zone: 'sessions.example.org' },
+          downloads: { allowedNetworks: ['127.0.0.0/8'] },
+        },
+      } as ServerPool);
+      await admin.create(Resources.BrowseSession, {
+        metadata: { name: 'via-chart', namespace: 'team-a' },
+        spec: {
+          user: 'alice',
+          email: 'alice@example.org',
+          pool: 'chart',
+          os: 'linux',
+          packages: [{ url: packages.url('/tool.tar.gz') }],
+        },
+      });
+      await eventually(
+        'the session Ready, run by the chart-configured roles',
+        async () =>
+          (await admin.get<BrowseSession>(Resources.BrowseSession, 'via-chart', 'team-a'))?.status?.phase === 'Ready',
+        90_000,
+        250,
+      ).catch((error: Error) => {
+        throw new Error(`${error.message}\n${[...output].map(([role, text]) => `--- ${role}\n${text}`).join('\n')}`);
+      });
+      // Nothing was refused on the way: the chart's RBAC is enough.
+      const metrics = await (await fetch(`http://127.0.0.1:${ports.operator}/metrics`)).text();
+      expect(metrics.match(/codebrowse_api_requests_total\{[^}]*code="403"[^}]*\} \d+/g) ?? []).toEqual([]);
+      const lease = await admin.get<KubeObject & { spec: { holderIdentity: string } }>(
+        Resources.Lease,
+        `${RELEASE}-codebrowse-operator`,
+        NS,
+      );
+      expect(lease?.spec.holderIdentity).toBe('operator-pod-0');
+    } finally {
+      await packages.close();
+    }
+  });
+});
+
+function namespaceOf(object: KubeObject): string | undefined {
+  return typeOf(object).namespaced ? (object.metadata.namespace ?? NS) : undefined;
+}
