@@ -213,8 +213,10 @@ dev-hello went all the way (${page}): its package was downloaded into .cache/clu
 placed on a node with an address from that node's subnet, got a VM (kwok plays KubeVirt: warm VMs
 of the pool are pre-booted and paused; a claim unpauses one), the guest agent (played by
 e2e/cluster/kwok-agent.ts through the portal) reported the install, and <user>.<zone> was published
-as a DNSEndpoint. The page behind its link comes with the portal's next issue; no mail relay is
-configured here, so no mail was sent (the operator's --smtp-url turns mail on).
+as a DNSEndpoint. Open its page (the link carries the session's page token) in a browser: host,
+address, time left, packages, the ssh command, the password on click, extend and end; the recent
+downloads are at ${portalUrl}/cache. No mail relay is configured here, so no mail was sent (the
+operator's --smtp-url turns mail on).
 The sessions in examples/ name packages on the Internet: kubectl apply -f examples/ where you have it. Try a bad one:
   kubectl apply -f - <<'YAML'
   apiVersion: codebrowse.io/v1alpha1

@@ -105,7 +105,7 @@ export GOCACHE="$cache/go/build"
 export GOFLAGS="-mod=readonly -buildvcs=false"
 export CGO_ENABLED="${CGO_ENABLED:-0}"
 # The module proxy only: never fall back to cloning from VCS hosts ("direct").
-proxy="$(cd / && "$GO" env GOPROXY | tr ',|' '\n\n' | grep -vxE 'direct|off|' | paste -sd, -)"
+proxy="$(cd / && "$GO" env GOPROXY | tr ',|' '\n' | { grep -vxE 'direct|off|' || true; } | paste -sd, -)"
 [[ -n "$proxy" ]] || die "GOPROXY ($("$GO" env GOPROXY)) names no module proxy"
 export GOPROXY="$proxy"
 

@@ -20,6 +20,7 @@ import { ContentStore, hexOf } from './fetch/store.ts';
 import { Resources } from './runtime/resources.ts';
 import { Mailer, parseMailerConfig } from './notify/mailer.ts';
 import { portalHandlers, startPortal } from './portal/server.ts';
+import { SessionPages } from './portal/pages.ts';
 
 const USAGE = `Usage: codebrowse <role> [flags]
 
@@ -60,9 +61,11 @@ Signals: SIGTERM or SIGINT stop taking requests, hand the ones in flight back, a
 
 const PORTAL_USAGE = `Usage: codebrowse portal [flags]
 
-Serves the guest agents: an agent authenticates with its VM's token, waits for its VM to be
-claimed, fetches the session manifest and its packages (from the download store, read only) and
-reports each install step into the session's status.
+Serves the session pages (/sessions/<namespace>/<name>/<page token>: host, address, time left,
+packages, how to connect, the password on click, end and extend), the cache page (/cache), and
+the guest agents: an agent authenticates with its VM's token, waits for its VM to be claimed,
+fetches the session manifest and its packages (from the download store, read only) and reports
+each install step into the session's status.
 
 Flags:
   --http-address HOST:PORT          listen here; also /metrics, /healthz, /readyz (default :8082)
@@ -326,7 +329,12 @@ async function runPortal(argv: string[]): Promise<number> {
   const contentPath = storeDir ? (digest: string) => join(storeDir, 'sha256', hexOf(digest)) : undefined;
   if (!storeDir) log.warn('no --store: guest agents cannot fetch packages through this portal');
   const agentApi = portalHandlers(manager, client, log, contentPath);
-  const portal = await startPortal({ address: values['http-address'], manager, agentApi, metrics });
+  const pages = new SessionPages({
+    client,
+    log: log.child({ component: 'pages' }),
+    store: storeDir ? ContentStore.reader(storeDir) : undefined,
+  });
+  const portal = await startPortal({ address: values['http-address'], manager, agentApi, pages, metrics });
   await runUntilSignalled(manager, log, { httpAddress: portal.address });
   await portal.close();
   return 0;

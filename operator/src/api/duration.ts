@@ -13,3 +13,13 @@ export function durationMs(text: string): number | undefined {
 export function durationOr(text: string | undefined, fallbackMs: number): number {
   return (text === undefined ? undefined : durationMs(text)) ?? fallbackMs;
 }
+
+/** "2h30m", "45m", "1h", "90s": the shortest Go-style spelling of whole seconds. */
+export function formatDuration(ms: number): string {
+  const total = Math.round(ms / 1000);
+  const h = Math.floor(total / 3600);
+  const m = Math.floor((total % 3600) / 60);
+  const s = total % 60;
+  const text = `${h ? `${h}h` : ''}${m ? `${m}m` : ''}${s ? `${s}s` : ''}`;
+  return text || '0s';
+}

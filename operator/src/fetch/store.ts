@@ -110,6 +110,11 @@ export class ContentStore {
     return store;
   }
 
+  /** For a reader (the portal, on a read-only mount): makes nothing, cleans nothing; list() and contentPath(). */
+  static reader(dir: string): ContentStore {
+    return new ContentStore(dir, {});
+  }
+
   contentPath(digest: string): string {
     return join(this.dir, 'sha256', hexOf(digest));
   }
@@ -260,7 +265,10 @@ export class ContentStore {
 
   /** Every entry, least recently used first (for `codebrowse cache list`). */
   async list(): Promise<StoreEntry[]> {
-    const names = await readdir(join(this.dir, 'entries'));
+    const names = await readdir(join(this.dir, 'entries')).catch((error: NodeJS.ErrnoException) => {
+      if (error.code === 'ENOENT') return [] as string[];
+      throw error;
+    });
     const entries: StoreEntry[] = [];
     for (const name of names) {
       if (!name.endsWith('.json')) continue;

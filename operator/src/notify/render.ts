@@ -17,7 +17,10 @@ export interface SessionMailFacts {
   user: string;
   sessionName: string;
   namespace: string;
-  /** The session page; linked only when it is an http(s) URL. */
+  /**
+   * The session page (its link carries the session's page token); linked only when it is an
+   * http(s) URL. Only the ready mail shows it: the page of a session that failed is gone.
+   */
   pageUrl: string;
   hostname?: string;
   ip?: string;
@@ -116,7 +119,7 @@ function composeMail(kind: SessionMailKind, facts: SessionMailFacts): { subject:
             ],
           },
           { type: 'paragraph', content: [retryAdvice(facts.retryAfter)] },
-          { type: 'facts', rows: [page, ...detailRows(facts)] },
+          { type: 'facts', rows: detailRows(facts) },
         ],
       };
     case 'failed':
@@ -129,7 +132,7 @@ function composeMail(kind: SessionMailKind, facts: SessionMailFacts): { subject:
             content: [`your session ${name} (namespace ${oneLine(facts.namespace)}) failed.`],
           },
           { type: 'paragraph', content: [failureExplanation(facts.reason)] },
-          { type: 'facts', rows: [page, ...detailRows(facts)] },
+          { type: 'facts', rows: detailRows(facts) },
           ...packageBlocks(facts.packages),
         ],
       };

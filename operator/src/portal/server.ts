@@ -1,4 +1,4 @@
-// The portal process: the guest agent's API now; the session pages and the console follow. Reads
+// The portal process: the guest agent's API, the session pages and the cache page. Reads
 // through the shared caches of a Manager (no leader election: every replica serves).
 import { type Server, createServer } from 'node:http';
 import type { Logger } from 'pino';
@@ -8,6 +8,7 @@ import { Resources } from '../runtime/resources.ts';
 import type { KubeClient } from '../runtime/client.ts';
 import type { Secret, VirtualMachine } from '../vm/builders.ts';
 import { AgentApi } from './agent-api.ts';
+import type { SessionPages } from './pages.ts';
 
 export interface Portal {
   address: string;
@@ -34,12 +35,14 @@ export async function startPortal(options: {
   address: string;
   manager: Manager;
   agentApi: AgentApi;
+  pages?: SessionPages;
   metrics?: OperatorMetrics;
 }): Promise<Portal> {
-  const { manager, agentApi, metrics } = options;
+  const { manager, agentApi, metrics, pages } = options;
   const server: Server = createServer((req, res) => {
     void (async () => {
       if (await agentApi.handle(req, res)) return;
+      if (pages && (await pages.handle(req, res))) return;
       const path = new URL(req.url ?? '/', 'http://portal').pathname;
       if (path === '/healthz') res.writeHead(200).end('ok\n');
       else if (path === '/readyz')

@@ -181,7 +181,12 @@ export function loginSecretName(session: BrowseSession): string {
 }
 
 /** The user's login (user name and a generated password), owned by the session. */
-export function buildLoginSecret(session: BrowseSession, password: string): Secret {
+/**
+ * The session's login: the user name and generated password handed to the guest, and the page
+ * token that makes the session page's link unguessable (the portal compares it; the link is in
+ * status.url and the mail).
+ */
+export function buildLoginSecret(session: BrowseSession, password: string, pageToken: string): Secret {
   return {
     apiVersion: 'v1',
     kind: 'Secret',
@@ -192,8 +197,13 @@ export function buildLoginSecret(session: BrowseSession, password: string): Secr
       ownerReferences: [controllerReference(Resources.BrowseSession, session)],
     },
     type: 'kubernetes.io/basic-auth',
-    stringData: { username: session.spec.user, password },
+    stringData: { username: session.spec.user, password, pageToken },
   };
+}
+
+/** 32 random bytes, base64url: the capability in a session page's link. */
+export function generatePageToken(): string {
+  return randomBytes(32).toString('base64url');
 }
 
 /** A password a person can type: 20 characters, no look-alikes. */

@@ -138,7 +138,11 @@ describe('a session', () => {
       expect(condition(ready, type)?.status).toBe('True');
     const { ip, hostname, vm, expiresAt, readyAt } = ready.status!;
     expect(hostname).toBe('erin.sessions.example.org');
-    expect(ready.status?.url).toBe(`https://codebrowse.example.org/sessions/${ns.name}/erin`);
+    // The page link carries the page token kept in the login Secret (unguessable: 32 random bytes).
+    const login = await admin.get<Secret>(Resources.Secret, 'erin-login', ns.name);
+    const pageToken = Buffer.from(login!.data!.pageToken!, 'base64').toString('utf8');
+    expect(pageToken).toMatch(/^[A-Za-z0-9_-]{43}$/);
+    expect(ready.status?.url).toBe(`https://codebrowse.example.org/sessions/${ns.name}/erin/${pageToken}`);
     expect(Date.parse(expiresAt!) - Date.parse(readyAt!)).toBe(2 * 3600_000);
     expect(ready.status?.packages?.every((p) => p.installed === true && p.exitCode === 0)).toBe(true);
 
@@ -155,7 +159,7 @@ describe('a session', () => {
     const mail = smtp.received[0]!;
     expect(mail.envelopeTo).toEqual(['erin@example.org']);
     const text = mail.parsed.text ?? '';
-    expect(text).toContain(`https://codebrowse.example.org/sessions/${ns.name}/erin`);
+    expect(text).toContain(ready.status!.url!);
     expect(text).toContain('erin.sessions.example.org');
     expect(text).toContain(ip!);
     expect(text).toContain(expiresAt!);

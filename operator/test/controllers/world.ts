@@ -17,6 +17,7 @@ import type { Mailer } from '../../src/notify/mailer.ts';
 import type { Registry } from 'prom-client';
 import { TestServer } from '../fetch/servers.ts';
 import { portalHandlers, startPortal } from '../../src/portal/server.ts';
+import { SessionPages } from '../../src/portal/pages.ts';
 import { freePort } from '../../../e2e/cluster/control-plane.ts';
 import type { KubeClient } from '../../src/runtime/client.ts';
 import { Manager } from '../../src/runtime/manager.ts';
@@ -108,7 +109,8 @@ export async function startWorld(
   );
   await client.create(Resources.Namespace, { metadata: { name: 'codebrowse-vms' } }).catch(() => undefined);
   await manager.start();
-  const portal = await startPortal({ address: `127.0.0.1:${portalPort}`, manager, agentApi });
+  const pages = new SessionPages({ client, log: testLogger(), store: ContentStore.reader(storeDir) });
+  const portal = await startPortal({ address: `127.0.0.1:${portalPort}`, manager, agentApi, pages });
   const nodes: string[] = [];
   const pools: string[] = [];
 

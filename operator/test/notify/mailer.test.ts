@@ -136,7 +136,7 @@ describe('over STARTTLS with a login, configured from the operator flags', () =>
     );
   });
 
-  it('delivers the no-capacity mail with when to try again and the session page', async () => {
+  it('delivers the no-capacity mail with when to try again, and no page link (a failed session has no page)', async () => {
     const sender = await starttlsMailer();
     await sendSessionMail(sender, 'noCapacity', {
       ...FACTS,
@@ -155,7 +155,7 @@ describe('over STARTTLS with a login, configured from the operator flags', () =>
       expect(body).toContain('no free machine for session review-libfoo');
       expect(body).toContain('book again in 15m');
       expect(body).toContain('pool default: all 8 machines are in use');
-      expect(body).toContain('https://codebrowse.example.org/sessions/team-a/review-libfoo');
+      expect(body).not.toContain('https://codebrowse.example.org/sessions/');
       expect(body).not.toContain('ssh ');
     }
   });
@@ -227,14 +227,22 @@ describe('over STARTTLS with a login, configured from the operator flags', () =>
     expect(html).toContain('x&quot;&gt;&lt;script&gt;alert(&#39;name&#39;)&lt;/script&gt;');
     expect(html).toContain('bob&#39;&quot;&lt;img src=x onerror=alert(1)&gt;');
     expect(html).toContain('&lt;b&gt;bold&lt;/b&gt; &amp; &quot;quoted&quot;');
-    // The page link's href cannot be broken out of; the javascript: package URL is no link at all.
-    expect(html).toContain(
-      '<a href="https://codebrowse.example.org/s?q=&quot;&gt;&lt;script&gt;alert(&#39;url&#39;)&lt;/script&gt; X-Injected: url">',
-    );
+    // The javascript: package URL is no link at all.
     expect(html).not.toMatch(/href="javascript:/i);
     // The plain text part says the same, unescaped.
     expect(parsed.text).toContain(`Hello bob'"<img src=x onerror=alert(1)>,`);
     expect(parsed.text).toContain('<b>bold</b> & "quoted" X-Injected: message');
+
+    // The ready mail links the page: its href cannot be broken out of.
+    await sendSessionMail(sender, 'ready', {
+      ...FACTS,
+      pageUrl: `https://codebrowse.example.org/s?q="><script>alert('url')</script>\r\nX-Injected: url`,
+    });
+    const ready = starttls.received[1]!;
+    expect(ready.parsed.headers.has('x-injected')).toBe(false);
+    expect(ready.parsed.html as string).toContain(
+      '<a href="https://codebrowse.example.org/s?q=&quot;&gt;&lt;script&gt;alert(&#39;url&#39;)&lt;/script&gt; X-Injected: url">',
+    );
   });
 
   it('refuses a recipient that smuggles a second address or a header, and sends nothing', async () => {

@@ -81,8 +81,8 @@ export function browseSessionController(options: SessionControllerOptions): Cont
     if (!map) reservations.set(pool, (map = new Map()));
     return map;
   };
-  /** Sessions (by uid) whose login Secret exists: looked up once, not on every reconcile. */
-  const loginsSeen = new Set<string>();
+  /** Page tokens of the sessions (by uid) whose login Secret exists: read once, not on every reconcile. */
+  const loginsSeen = new Map<string, string>();
   const sessionsWhere = (keep: (s: BrowseSession) => boolean): string[] =>
     options.sessions().list().filter(keep).map(keyOf);
   options.sessions().addIndex(BY_USER, (s) => [s.spec.user]);
@@ -306,7 +306,9 @@ export function browseSessionController(options: SessionControllerOptions): Cont
       }
 
       // Steps 6–9: login, VM, the guest's report, DNS, mail, Ready.
-      await ensureLogin(session, ctx, loginsSeen);
+      const pageToken = await ensureLogin(session, ctx, loginsSeen);
+      // The page link is known from the login on: the ready mail and kubectl browse show it.
+      if (!status.url) status = { ...status, url: pageUrl(options, session, pageToken) };
       const vms = ctx.cache<VirtualMachine>(Resources.VirtualMachine).list();
       const stepped = await runSteps(status, [
         (s) => ensureVm(session, s, pool, vms, ctx, options),
@@ -315,8 +317,6 @@ export function browseSessionController(options: SessionControllerOptions): Cont
         async (s) => readyStep(session, s, pool),
         (s) => notify('ready', session, s, ctx, options),
       ]);
-      if (stepped.status.phase === 'Ready' && !stepped.status.url)
-        stepped.status = { ...stepped.status, url: pageUrl(options, session) };
       await write(stepped.status);
       if (stepped.status.phase === 'Ready' && status.phase !== 'Ready') {
         options.onReady?.(session);

@@ -23,6 +23,7 @@ import {
   buildLoginSecret,
   buildVirtualMachine,
   dnsEndpointName,
+  generatePageToken,
   generatePassword,
   hostnameOf,
   imageFor,
@@ -71,23 +72,49 @@ export function withCondition(
   };
 }
 
-export function pageUrl(deps: MachineDeps, session: BrowseSession): string {
-  return `${deps.pageBaseUrl.replace(/\/$/, '')}/sessions/${session.metadata.namespace}/${session.metadata.name}`;
+/** The session page: <base>/sessions/<namespace>/<name>/<page token>. */
+export function pageUrl(deps: MachineDeps, session: BrowseSession, pageToken: string): string {
+  return `${deps.pageBaseUrl.replace(/\/$/, '')}/sessions/${session.metadata.namespace}/${session.metadata.name}/${pageToken}`;
 }
 
 /**
- * The user's login Secret (generated password), created once. `known` remembers the sessions (by
- * uid) whose Secret this process has seen, so it is looked up once per session, not per reconcile.
+ * The user's login Secret (generated password and page token), created once; returns the page
+ * token. `known` remembers it per session uid, so the Secret is read once per session, not per
+ * reconcile.
  */
-export async function ensureLogin(session: BrowseSession, ctx: ReconcileContext, known: Set<string>): Promise<void> {
+export async function ensureLogin(
+  session: BrowseSession,
+  ctx: ReconcileContext,
+  known: Map<string, string>,
+): Promise<string> {
   const uid = session.metadata.uid!;
-  if (known.has(uid)) return;
-  const existing = await ctx.client.get<Secret>(Resources.Secret, loginSecretName(session), session.metadata.namespace);
-  if (!existing)
-    await ctx.client.create(Resources.Secret, buildLoginSecret(session, generatePassword())).catch((error: unknown) => {
-      if (!(error instanceof Error && 'status' in error && error.status === 409)) throw error;
-    });
-  known.add(uid);
+  const seen = known.get(uid);
+  if (seen) return seen;
+  const name = loginSecretName(session);
+  const existing = await ctx.client.get<Secret>(Resources.Secret, name, session.metadata.namespace);
+  let token = existing?.data?.pageToken ? Buffer.from(existing.data.pageToken, 'base64').toString('utf8') : undefined;
+  if (!existing) {
+    token = generatePageToken();
+    await ctx.client
+      .create(Resources.Secret, buildLoginSecret(session, generatePassword(), token))
+      .catch(async (error: unknown) => {
+        if (!(error instanceof Error && 'status' in error && error.status === 409)) throw error;
+        token = undefined; // made by an earlier run of ours meanwhile: read its token below
+      });
+  }
+  if (!token) {
+    const again = await ctx.client.get<Secret>(Resources.Secret, name, session.metadata.namespace);
+    token = again?.data?.pageToken ? Buffer.from(again.data.pageToken, 'base64').toString('utf8') : undefined;
+    if (!token) {
+      // A login Secret from before page tokens: give it one.
+      token = generatePageToken();
+      await ctx.client.mergePatch(Resources.Secret, name, session.metadata.namespace, {
+        stringData: { pageToken: token },
+      });
+    }
+  }
+  known.set(uid, token);
+  return token;
 }
 
 /** The VM holding the session's label: the one it claimed or created (so a crash never makes two). */
@@ -257,6 +284,7 @@ export async function notify(
   ctx: ReconcileContext,
   deps: MachineDeps,
 ): Promise<StepResult> {
+  const link = status.url ?? '';
   const reason = { ready: 'ReadyMailSent', noCapacity: 'RetryLaterMailSent', failed: 'FailureMailSent' }[kind];
   const notified = getCondition(status.conditions as Condition[] | undefined, 'Notified');
   if (notified?.status === 'True' && notified.reason === reason) return { status, proceed: true };
@@ -272,7 +300,7 @@ export async function notify(
     user: session.spec.user,
     sessionName: session.metadata.name!,
     namespace: session.metadata.namespace!,
-    pageUrl: pageUrl(deps, session),
+    pageUrl: link,
     hostname: status.hostname,
     ip: status.ip,
     os: session.spec.os,
