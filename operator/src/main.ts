@@ -21,6 +21,7 @@ import { Resources } from './runtime/resources.ts';
 import { Mailer, parseMailerConfig } from './notify/mailer.ts';
 import { portalHandlers, startPortal } from './portal/server.ts';
 import { SessionPages } from './portal/pages.ts';
+import { ConsoleProxy, parseConsoleTarget } from './portal/console.ts';
 
 const USAGE = `Usage: codebrowse <role> [flags]
 
@@ -70,6 +71,9 @@ each install step into the session's status.
 Flags:
   --http-address HOST:PORT          listen here; also /metrics, /healthz, /readyz (default :8082)
   --store DIR                       the downloaders' content-addressed store (default $CODEBROWSE_STORE)
+  --console-target kubevirt|tcp://HOST:PORT
+                                    where the browser console connects: KubeVirt's VNC subresource of the
+                                    session's VMI (default), or one VNC server (tests, machines without KubeVirt)
   --kubeconfig PATH                 kubeconfig to use (default: $KUBECONFIG, ~/.kube/config, or in-cluster)
   --log-level LEVEL                 fatal, error, warn, info, debug, trace or silent (default info)
   -h, --help                        show this help
@@ -306,6 +310,7 @@ async function runPortal(argv: string[]): Promise<number> {
     options: {
       'http-address': { type: 'string', default: ':8082' },
       store: { type: 'string', default: process.env.CODEBROWSE_STORE },
+      'console-target': { type: 'string', default: 'kubevirt' },
       kubeconfig: { type: 'string' },
       'log-level': { type: 'string', default: 'info' },
       help: { type: 'boolean', short: 'h' },
@@ -334,7 +339,26 @@ async function runPortal(argv: string[]): Promise<number> {
     log: log.child({ component: 'pages' }),
     store: storeDir ? ContentStore.reader(storeDir) : undefined,
   });
-  const portal = await startPortal({ address: values['http-address'], manager, agentApi, pages, metrics });
+  let target;
+  try {
+    target = parseConsoleTarget(values['console-target']);
+  } catch (error) {
+    throw new UsageError((error as Error).message);
+  }
+  const consoleProxy = new ConsoleProxy({
+    client,
+    log: log.child({ component: 'console' }),
+    target,
+    open: (base) => pages.openPath(base),
+  });
+  const portal = await startPortal({
+    address: values['http-address'],
+    manager,
+    agentApi,
+    pages,
+    console: consoleProxy,
+    metrics,
+  });
   await runUntilSignalled(manager, log, { httpAddress: portal.address });
   await portal.close();
   return 0;

@@ -73,4 +73,5 @@ code { background: #f3f4f6; padding: .1rem .3rem; border-radius: 3px; }
 pre.package-output { background: #f3f4f6; padding: .5rem; max-height: 12rem; overflow: auto; white-space: pre-wrap; word-break: break-all; }
 .package.failed .package-result { color: #b42318; } .package.installed .package-result { color: #067647; }
 .muted { color: #667085; } button { margin-left: .25rem; }
+main.console { max-width: none; } #screen { width: 100%; height: 75vh; background: #111; }
 `;

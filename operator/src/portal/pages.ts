@@ -12,6 +12,7 @@ import { type KubeClient, isNotFound } from '../runtime/client.ts';
 import { Resources } from '../runtime/resources.ts';
 import { type Secret, imageFor, loginSecretName } from '../vm/builders.ts';
 import { PORTAL_CSS, PORTAL_JS } from './assets.ts';
+import { CONSOLE_JS, renderConsolePage, serveNoVnc } from './console.ts';
 import { type SessionView, renderCachePage, renderNotFound, renderSessionPage } from './session-page.ts';
 
 const SESSION_PATH =
@@ -21,7 +22,7 @@ const DEFAULT_DURATION_MS = 3_600_000;
 
 const SECURITY_HEADERS = {
   'content-security-policy':
-    "default-src 'none'; script-src 'self'; style-src 'self'; img-src 'self' data:; connect-src 'self'; base-uri 'none'; form-action 'self'; frame-ancestors 'none'",
+    "default-src 'none'; script-src 'self'; style-src 'self'; img-src 'self' data: blob:; connect-src 'self'; base-uri 'none'; form-action 'self'; frame-ancestors 'none'",
   'x-content-type-options': 'nosniff',
   'x-frame-options': 'DENY',
   'referrer-policy': 'no-referrer',
@@ -83,6 +84,11 @@ export class SessionPages {
         send(res, 200, 'text/css; charset=utf-8', PORTAL_CSS);
         return true;
       }
+      if (path === '/static/console.js') {
+        send(res, 200, 'text/javascript; charset=utf-8', CONSOLE_JS);
+        return true;
+      }
+      if (await serveNoVnc(path, res, SECURITY_HEADERS)) return true;
       if (path === '/cache' && req.method === 'GET') {
         const entries = this.deps.store ? await this.deps.store.list() : [];
         send(res, 200, 'text/html; charset=utf-8', renderCachePage(entries, url.searchParams.get('q') ?? ''));
@@ -97,6 +103,7 @@ export class SessionPages {
       }
       const action = match![7];
       if (action === undefined && req.method === 'GET') await this.page(opened, res);
+      else if (action === 'console' && req.method === 'GET') await this.console(opened, res);
       else if (action === 'status.json' && req.method === 'GET') json(res, 200, this.statusOf(opened.session));
       else if (action && ['password', 'end', 'extend'].includes(action) && req.method === 'POST') {
         // Only the page's own script (same origin, its header) may act: no cross-site form posts.
@@ -115,6 +122,12 @@ export class SessionPages {
       if (!res.headersSent) json(res, 500, { error: 'internal error' });
     }
     return true;
+  }
+
+  /** The session behind a page path (/sessions/<ns>/<name>/<token>), as open() below. */
+  async openPath(base: string): Promise<OpenedSession | undefined> {
+    const match = SESSION_PATH.exec(base);
+    return match && !match[6] ? this.open(match[1]!, match[3]!, match[5]!) : undefined;
   }
 
   /** The session behind a link, if the token is right and the session has not ended. */
@@ -171,6 +184,14 @@ export class SessionPages {
       console: (image?.access ?? []).includes('vnc'),
     };
     send(res, 200, 'text/html; charset=utf-8', renderSessionPage(view));
+  }
+
+  /** The console page: only for a session with a VM whose image offers vnc. */
+  private async console(opened: OpenedSession, res: ServerResponse): Promise<void> {
+    const pool = await this.poolOf(opened.session);
+    const image = pool ? imageFor(opened.session, pool) : undefined;
+    if (!opened.session.status?.vm || !(image?.access ?? []).includes('vnc')) return notFound(res);
+    send(res, 200, 'text/html; charset=utf-8', renderConsolePage(opened));
   }
 
   private async end({ session }: OpenedSession, res: ServerResponse): Promise<void> {

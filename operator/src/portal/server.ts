@@ -9,6 +9,7 @@ import type { KubeClient } from '../runtime/client.ts';
 import type { Secret, VirtualMachine } from '../vm/builders.ts';
 import { AgentApi } from './agent-api.ts';
 import type { SessionPages } from './pages.ts';
+import type { ConsoleProxy } from './console.ts';
 
 export interface Portal {
   address: string;
@@ -36,9 +37,10 @@ export async function startPortal(options: {
   manager: Manager;
   agentApi: AgentApi;
   pages?: SessionPages;
+  console?: ConsoleProxy;
   metrics?: OperatorMetrics;
 }): Promise<Portal> {
-  const { manager, agentApi, metrics, pages } = options;
+  const { manager, agentApi, metrics, pages, console: consoleProxy } = options;
   const server: Server = createServer((req, res) => {
     void (async () => {
       if (await agentApi.handle(req, res)) return;
@@ -52,6 +54,15 @@ export async function startPortal(options: {
       else res.writeHead(404).end('not found\n');
     })();
   });
+  // The console's WebSocket; any other upgrade is refused.
+  server.on('upgrade', (req, socket, head: Buffer) => {
+    void (consoleProxy ? consoleProxy.upgrade(req, socket, head) : Promise.resolve(false)).then(
+      (handled) => {
+        if (!handled) socket.destroy();
+      },
+      () => socket.destroy(),
+    );
+  });
   const [host, port] = splitAddress(options.address);
   await new Promise<void>((resolve, reject) => {
     server.once('error', reject);
@@ -62,6 +73,7 @@ export async function startPortal(options: {
     address: `${bound.address.includes(':') ? `[${bound.address}]` : bound.address}:${bound.port}`,
     close: () =>
       new Promise<void>((resolve) => {
+        consoleProxy?.close();
         server.close(() => resolve());
         server.closeAllConnections();
       }),

@@ -35,13 +35,15 @@ export function escapeHtml(text: unknown): string {
  * characters (NUL, escape sequences) become U+FFFD.
  */
 function visible(text: string): string {
-  return text
-    // eslint-disable-next-line no-control-regex -- control characters are what this replaces
-    .replace(/[\u0000-\u0008\u000B\u000C\u000E-\u001F\u007F]/g, '\uFFFD')
-    .replace(
-      /[\u202A-\u202E\u2066-\u2069\u200E\u200F\u061C]/g,
-      (c) => `<U+${c.codePointAt(0)!.toString(16).toUpperCase()}>`,
-    );
+  return (
+    text
+      // eslint-disable-next-line no-control-regex -- control characters are what this replaces
+      .replace(/[\u0000-\u0008\u000B\u000C\u000E-\u001F\u007F]/g, '\uFFFD')
+      .replace(
+        /[\u202A-\u202E\u2066-\u2069\u200E\u200F\u061C]/g,
+        (c) => `<U+${c.codePointAt(0)!.toString(16).toUpperCase()}>`,
+      )
+  );
 }
 
 function text(value: unknown): string {

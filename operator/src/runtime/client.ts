@@ -168,6 +168,27 @@ export class KubeClient {
     return { dispatcher: this.dispatcher, headers };
   }
 
+  /**
+   * A WebSocket to the API server (a subresource such as KubeVirt's VNC), with this client's
+   * credentials and CA. `ws` is loaded only here: only the portal's console needs it.
+   */
+  async webSocket(path: string, protocols: string[] = []): Promise<import('ws').WebSocket> {
+    const opts: HttpsOptions = {};
+    await this.kc.applyToHTTPSOptions(opts);
+    const { WebSocket } = await import('ws');
+    const headers: Record<string, string> = { 'user-agent': this.userAgent };
+    for (const [name, value] of Object.entries(opts.headers ?? {})) headers[name.toLowerCase()] = String(value);
+    if (typeof opts.auth === 'string') headers.authorization = `Basic ${Buffer.from(opts.auth).toString('base64')}`;
+    return new WebSocket(this.server.replace(/^http/, 'ws') + path, protocols, {
+      headers,
+      ca: opts.ca,
+      cert: opts.cert,
+      key: opts.key,
+      ...(opts.servername ? { servername: opts.servername } : {}),
+      rejectUnauthorized: opts.rejectUnauthorized !== false,
+    } as import('ws').ClientOptions);
+  }
+
   private url(path: string, query: RequestOptions['query']): string {
     const url = new URL(this.server + path);
     for (const [key, value] of Object.entries(query ?? {}))

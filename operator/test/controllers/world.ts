@@ -18,6 +18,7 @@ import type { Registry } from 'prom-client';
 import { TestServer } from '../fetch/servers.ts';
 import { portalHandlers, startPortal } from '../../src/portal/server.ts';
 import { SessionPages } from '../../src/portal/pages.ts';
+import { ConsoleProxy, parseConsoleTarget } from '../../src/portal/console.ts';
 import { freePort } from '../../../e2e/cluster/control-plane.ts';
 import type { KubeClient } from '../../src/runtime/client.ts';
 import { Manager } from '../../src/runtime/manager.ts';
@@ -64,7 +65,7 @@ export function uniqueName(prefix: string): string {
 
 export async function startWorld(
   client: KubeClient,
-  options: { random?: () => number; mailer?: Mailer; registry?: Registry } = {},
+  options: { random?: () => number; mailer?: Mailer; registry?: Registry; consoleTarget?: string } = {},
 ): Promise<World> {
   const scope = uniqueName('scope');
   const labels = { [SCOPE_LABEL]: scope };
@@ -110,7 +111,19 @@ export async function startWorld(
   await client.create(Resources.Namespace, { metadata: { name: 'codebrowse-vms' } }).catch(() => undefined);
   await manager.start();
   const pages = new SessionPages({ client, log: testLogger(), store: ContentStore.reader(storeDir) });
-  const portal = await startPortal({ address: `127.0.0.1:${portalPort}`, manager, agentApi, pages });
+  const consoleProxy = new ConsoleProxy({
+    client,
+    log: testLogger(),
+    target: parseConsoleTarget(options.consoleTarget ?? 'kubevirt'),
+    open: (base) => pages.openPath(base),
+  });
+  const portal = await startPortal({
+    address: `127.0.0.1:${portalPort}`,
+    manager,
+    agentApi,
+    pages,
+    console: consoleProxy,
+  });
   const nodes: string[] = [];
   const pools: string[] = [];
 
