@@ -239,7 +239,23 @@ export class ControlPlane {
     return this.state.kubeconfig;
   }
 
+  /**
+   * Starts etcd and kube-apiserver on free loopback ports. A port found free can be taken by
+   * another process before the server binds it (tests run side by side): then it starts again on
+   * new ports, up to three times.
+   */
   static async start(options: ControlPlaneOptions): Promise<ControlPlane> {
+    for (let attempt = 1; ; attempt++) {
+      try {
+        return await ControlPlane.startOnce(options);
+      } catch (error) {
+        const raced = /address already in use/.test((error as Error).message);
+        if (!raced || attempt >= 3 || options.dir !== undefined) throw error;
+      }
+    }
+  }
+
+  private static async startOnce(options: ControlPlaneOptions): Promise<ControlPlane> {
     const started = Date.now();
     const ownsDir = options.dir === undefined;
     const dir = options.dir ?? (await mkdtemp(join(tmpdir(), 'codebrowse-cp-')));
