@@ -222,6 +222,57 @@ describe('the chart', () => {
       expect(await admin.get(typeOf(object), object.metadata.name!, namespaceOf(object))).toBeDefined();
   });
 
+  it('gives each role what it needs and no more: no Secret read outside the VM namespace, no writes outside its own objects', async () => {
+    const sar = {
+      group: 'authorization.k8s.io',
+      version: 'v1',
+      kind: 'SubjectAccessReview',
+      plural: 'subjectaccessreviews',
+      namespaced: false,
+    };
+    const can = async (role: string, verb: string, resource: string, namespace = '', group = '', subresource = '') => {
+      const review = (await admin.create<KubeObject>(sar, {
+        apiVersion: 'authorization.k8s.io/v1',
+        kind: 'SubjectAccessReview',
+        metadata: {},
+        spec: {
+          user: `system:serviceaccount:${NS}:${RELEASE}-codebrowse-${role}`,
+          groups: ['system:serviceaccounts', `system:serviceaccounts:${NS}`, 'system:authenticated'],
+          resourceAttributes: { verb, resource, group, namespace, subresource },
+        },
+      } as KubeObject)) as KubeObject & { status: { allowed: boolean } };
+      return `${role} ${verb} ${group ? `${resource}.${group}` : resource}${subresource ? `/${subresource}` : ''} in ${namespace || 'all namespaces'}: ${review.status.allowed}`;
+    };
+    const checks: [string, string, string, string?, string?, string?][] = [
+      // [role, verb, resource, namespace, group, subresource] and whether it may
+      ['operator', 'list', 'secrets', VM_NS],
+      ['operator', 'create', 'secrets', VM_NS],
+      ['portal', 'get', 'secrets', VM_NS],
+      ['downloader', 'patch', 'downloadrequests', 'team-a', 'codebrowse.io', 'status'],
+      ['portal', 'delete', 'browsesessions', 'team-a', 'codebrowse.io'],
+    ];
+    const refused: typeof checks = [
+      ['operator', 'list', 'secrets'],
+      ['operator', 'get', 'secrets', 'team-a'],
+      ['operator', 'get', 'secrets', NS],
+      ['portal', 'list', 'secrets'],
+      ['portal', 'get', 'secrets', 'kube-system'],
+      ['portal', 'create', 'secrets', VM_NS],
+      ['downloader', 'get', 'secrets', VM_NS],
+      ['downloader', 'list', 'secrets'],
+      ['operator', 'create', 'pods', 'team-a'],
+      ['operator', 'delete', 'nodes'],
+      ['operator', 'update', 'serverpools', '', 'codebrowse.io'],
+      ['operator', 'create', 'clusterrolebindings', '', 'rbac.authorization.k8s.io'],
+      ['downloader', 'patch', 'browsesessions', 'team-a', 'codebrowse.io'],
+      ['downloader', 'create', 'downloadrequests', 'team-a', 'codebrowse.io'],
+      ['portal', 'create', 'virtualmachines', VM_NS, 'kubevirt.io'],
+      ['portal', 'patch', 'downloadrequests', 'team-a', 'codebrowse.io'],
+    ];
+    for (const check of checks) expect(await can(...check)).toMatch(/: true$/);
+    for (const check of refused) expect(await can(...check)).toMatch(/: false$/);
+  });
+
   it('lets a user create sessions only for themself; an admin group member for anyone', async () => {
     const alice = clientFor(plane.kubeconfigFor('alice'));
     const carol = clientFor(plane.kubeconfigFor('carol-admin'));

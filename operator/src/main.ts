@@ -71,6 +71,7 @@ each install step into the session's status.
 Flags:
   --http-address HOST:PORT          listen here; also /metrics, /healthz, /readyz (default :8082)
   --store DIR                       the downloaders' content-addressed store (default $CODEBROWSE_STORE)
+  --vm-namespace NS                 the pools' VM namespace: agent and login Secrets are read only there (default codebrowse-vms)
   --console-target kubevirt|tcp://HOST:PORT
                                     where the browser console connects: KubeVirt's VNC subresource of the
                                     session's VMI (default), or one VNC server (tests, machines without KubeVirt)
@@ -96,6 +97,8 @@ Flags:
   --identity NAME                   our name in the Lease and in Events (default $POD_NAME or host_random)
   --workers N                       reconciles in parallel per controller (default 2)
   --portal-url URL                  where guest agents reach the portal (default http://codebrowse-portal.codebrowse-system.svc:8082)
+  --vm-namespace NS                 the pools' VM namespace (spec.vmNamespace): VMs and codebrowse's Secrets live
+                                    there, and Secrets are read nowhere else (default codebrowse-vms)
   --page-base-url URL               base of the session page links mailed to users (default: --portal-url)
   --smtp-url URL                    mail relay, smtp://[user@]host[:port][?starttls=required|opportunistic|never]
                                     or smtps://...; no --smtp-url: no mail is sent
@@ -141,6 +144,7 @@ async function runOperator(argv: string[]): Promise<number> {
       identity: { type: 'string', default: process.env.POD_NAME || `${hostname()}_${randomBytes(4).toString('hex')}` },
       workers: { type: 'string', default: '2' },
       'portal-url': { type: 'string', default: 'http://codebrowse-portal.codebrowse-system.svc:8082' },
+      'vm-namespace': { type: 'string', default: 'codebrowse-vms' },
       'page-base-url': { type: 'string' },
       'smtp-url': { type: 'string' },
       'mail-from': { type: 'string' },
@@ -210,6 +214,7 @@ async function runOperator(argv: string[]): Promise<number> {
     pageBaseUrl: values['page-base-url'] ?? values['portal-url'],
     mailer,
     registry: metrics.registry,
+    vmNamespace: values['vm-namespace'],
   });
   await runUntilSignalled(manager, log, {
     leaderElection: values['leader-elect'],
@@ -311,6 +316,7 @@ async function runPortal(argv: string[]): Promise<number> {
       'http-address': { type: 'string', default: ':8082' },
       store: { type: 'string', default: process.env.CODEBROWSE_STORE },
       'console-target': { type: 'string', default: 'kubevirt' },
+      'vm-namespace': { type: 'string', default: 'codebrowse-vms' },
       kubeconfig: { type: 'string' },
       'log-level': { type: 'string', default: 'info' },
       help: { type: 'boolean', short: 'h' },
@@ -333,7 +339,7 @@ async function runPortal(argv: string[]): Promise<number> {
   const storeDir = values.store;
   const contentPath = storeDir ? (digest: string) => join(storeDir, 'sha256', hexOf(digest)) : undefined;
   if (!storeDir) log.warn('no --store: guest agents cannot fetch packages through this portal');
-  const agentApi = portalHandlers(manager, client, log, contentPath);
+  const agentApi = portalHandlers(manager, client, log, contentPath, values['vm-namespace']);
   const pages = new SessionPages({
     client,
     log: log.child({ component: 'pages' }),

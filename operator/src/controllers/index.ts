@@ -6,6 +6,7 @@ import { Resources } from '../runtime/resources.ts';
 import { browseSessionController } from './browsesession/controller.ts';
 import { serverPoolController } from './serverpool/controller.ts';
 import { warmPoolController } from './warmpool/controller.ts';
+import { DEFAULT_VM_NAMESPACE } from '../vm/builders.ts';
 import type { Mailer } from '../notify/mailer.ts';
 import type { Registry } from 'prom-client';
 import { sessionMetrics } from './browsesession/metrics.ts';
@@ -21,6 +22,8 @@ export interface ControllerSettings {
   registry?: Registry;
   /** For tests: the gatekeeper's dice. */
   random?: () => number;
+  /** The VM namespace (the pools' spec.vmNamespace): codebrowse's Secrets are read only there. */
+  vmNamespace?: string;
 }
 
 export function registerControllers(manager: Manager, settings: ControllerSettings): void {
@@ -41,5 +44,7 @@ export function registerControllers(manager: Manager, settings: ControllerSettin
       mailer: settings.mailer,
     }),
   );
-  manager.addController(warmPoolController({ portalUrl: settings.portalUrl }));
+  manager.addController(
+    warmPoolController({ portalUrl: settings.portalUrl, vmNamespace: settings.vmNamespace ?? DEFAULT_VM_NAMESPACE }),
+  );
 }

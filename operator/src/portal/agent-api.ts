@@ -137,7 +137,7 @@ export class AgentApi {
     const login = await this.deps.client.get<Secret>(
       Resources.Secret,
       loginSecretName(session),
-      session.metadata.namespace,
+      vm.metadata.namespace, // logins live with the VMs
     );
     const password = login?.data?.password ? Buffer.from(login.data.password, 'base64').toString('utf8') : undefined;
     send(res, 200, {

@@ -10,7 +10,7 @@ import type { BrowseSession, ServerPool } from '../api/objects.ts';
 import type { ContentStore } from '../fetch/store.ts';
 import { type KubeClient, isNotFound } from '../runtime/client.ts';
 import { Resources } from '../runtime/resources.ts';
-import { type Secret, imageFor, loginSecretName } from '../vm/builders.ts';
+import { type Secret, imageFor, loginSecretName, vmNamespace } from '../vm/builders.ts';
 import { PORTAL_CSS, PORTAL_JS } from './assets.ts';
 import { CONSOLE_JS, renderConsolePage, serveNoVnc } from './console.ts';
 import { type SessionView, renderCachePage, renderNotFound, renderSessionPage } from './session-page.ts';
@@ -134,8 +134,10 @@ export class SessionPages {
   private async open(namespace: string, name: string, token: string): Promise<OpenedSession | undefined> {
     const session = await this.deps.client.get<BrowseSession>(Resources.BrowseSession, name, namespace);
     if (!session || ended(session)) return undefined;
+    const pool = await this.poolOf(session);
+    if (!pool) return undefined;
     const login = await this.deps.client
-      .get<Secret>(Resources.Secret, loginSecretName(session), namespace)
+      .get<Secret>(Resources.Secret, loginSecretName(session), vmNamespace(pool))
       .catch((error: unknown) => {
         if (isNotFound(error)) return undefined;
         throw error;

@@ -6,7 +6,7 @@ import type { Manager } from '../runtime/manager.ts';
 import type { OperatorMetrics } from '../runtime/metrics.ts';
 import { Resources } from '../runtime/resources.ts';
 import type { KubeClient } from '../runtime/client.ts';
-import type { Secret, VirtualMachine } from '../vm/builders.ts';
+import { DEFAULT_VM_NAMESPACE, type Secret, type VirtualMachine } from '../vm/builders.ts';
 import { AgentApi } from './agent-api.ts';
 import type { SessionPages } from './pages.ts';
 import type { ConsoleProxy } from './console.ts';
@@ -22,11 +22,12 @@ export function portalHandlers(
   client: KubeClient,
   log: Logger,
   contentPath?: (digest: string) => string,
+  vmNamespace = DEFAULT_VM_NAMESPACE,
 ): AgentApi {
   return new AgentApi({
     contentPath,
     client,
-    secrets: manager.informer<Secret>(Resources.Secret, { labelSelector: 'codebrowse.io/vm' }),
+    secrets: manager.informer<Secret>(Resources.Secret, { labelSelector: 'codebrowse.io/vm', namespace: vmNamespace }),
     vms: manager.informer<VirtualMachine>(Resources.VirtualMachine),
     log: log.child({ component: 'agent-api' }),
   });

@@ -17,6 +17,8 @@ export const LABELS = {
   /** <namespace>.<name> of the session that claimed the VM. */
   session: 'codebrowse.io/session',
   user: 'codebrowse.io/user',
+  /** "true" on a session's login Secret (in the VM namespace). */
+  login: 'codebrowse.io/login',
 } as const;
 
 export const ANNOTATIONS = {
@@ -41,7 +43,7 @@ export interface DNSEndpoint extends KubeObject {
   spec: { endpoints: { dnsName: string; recordType: string; targets: string[]; recordTTL?: number }[] };
 }
 
-const DEFAULT_VM_NAMESPACE = 'codebrowse-vms';
+export const DEFAULT_VM_NAMESPACE = 'codebrowse-vms';
 
 export function vmNamespace(pool: ServerPool): string {
   return pool.spec.vmNamespace ?? DEFAULT_VM_NAMESPACE;
@@ -176,8 +178,12 @@ export function buildAgentSecret(
   };
 }
 
+/**
+ * The login Secret lives with the VMs in the pool's VM namespace (so no codebrowse role reads
+ * Secrets anywhere else), named by the session's uid (unique across namespaces).
+ */
 export function loginSecretName(session: BrowseSession): string {
-  return `${session.metadata.name!.slice(0, 240)}-login`;
+  return `login-${session.metadata.uid}`;
 }
 
 /** The user's login (user name and a generated password), owned by the session. */
@@ -186,15 +192,21 @@ export function loginSecretName(session: BrowseSession): string {
  * token that makes the session page's link unguessable (the portal compares it; the link is in
  * status.url and the mail).
  */
-export function buildLoginSecret(session: BrowseSession, password: string, pageToken: string): Secret {
+export function buildLoginSecret(
+  session: BrowseSession,
+  pool: ServerPool,
+  password: string,
+  pageToken: string,
+): Secret {
   return {
     apiVersion: 'v1',
     kind: 'Secret',
     metadata: {
       name: loginSecretName(session),
-      namespace: session.metadata.namespace,
-      labels: { ...session.metadata.labels, [LABELS.session]: sessionLabel(session) },
-      ownerReferences: [controllerReference(Resources.BrowseSession, session)],
+      namespace: vmNamespace(pool),
+      labels: { ...session.metadata.labels, [LABELS.session]: sessionLabel(session), [LABELS.login]: 'true' },
+      // No owner reference: the session is in another namespace; teardown deletes it.
+      annotations: { [ANNOTATIONS.sessionRef]: `${session.metadata.namespace}/${session.metadata.name}` },
     },
     type: 'kubernetes.io/basic-auth',
     stringData: { username: session.spec.user, password, pageToken },

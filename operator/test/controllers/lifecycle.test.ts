@@ -139,7 +139,9 @@ describe('a session', () => {
     const { ip, hostname, vm, expiresAt, readyAt } = ready.status!;
     expect(hostname).toBe('erin.sessions.example.org');
     // The page link carries the page token kept in the login Secret (unguessable: 32 random bytes).
-    const login = await admin.get<Secret>(Resources.Secret, 'erin-login', ns.name);
+    // In the VM namespace (no codebrowse role reads Secrets elsewhere), named by the session's uid.
+    const login = await admin.get<Secret>(Resources.Secret, `login-${ready.metadata.uid}`, 'codebrowse-vms');
+    expect(login?.metadata.annotations?.['codebrowse.io/session-ref']).toBe(`${ns.name}/erin`);
     const pageToken = Buffer.from(login!.data!.pageToken!, 'base64').toString('utf8');
     expect(pageToken).toMatch(/^[A-Za-z0-9_-]{43}$/);
     expect(ready.status?.url).toBe(`https://codebrowse.example.org/sessions/${ns.name}/erin/${pageToken}`);
@@ -183,7 +185,7 @@ describe('a session', () => {
     expect(await admin.get(Resources.VirtualMachine, ready.status!.vm!, 'codebrowse-vms')).toBeUndefined();
     expect(await admin.get(Resources.Secret, `${ready.status!.vm}-agent`, 'codebrowse-vms')).toBeUndefined();
     expect(await admin.get(Resources.DNSEndpoint, 'short-dns', ns.name)).toBeUndefined();
-    expect(await admin.get(Resources.Secret, 'short-login', ns.name)).toBeUndefined();
+    expect(await admin.get(Resources.Secret, `login-${ready.metadata.uid}`, 'codebrowse-vms')).toBeUndefined();
     const requests = (await admin.list<DownloadRequest>(Resources.DownloadRequest, ns.name)).items;
     expect(requests.filter((r) => r.metadata.name!.startsWith('short-'))).toEqual([]);
 

@@ -73,6 +73,9 @@ async function leftovers(client: KubeClient, session: BrowseSession): Promise<st
     (await client.get<Secret>(Resources.Secret, `${session.status.vm}-agent`, 'codebrowse-vms'))
   )
     found.push(`Secret ${session.status.vm}-agent`);
+  // The login Secret lives with the VMs.
+  if (await client.get<Secret>(Resources.Secret, `login-${session.metadata.uid}`, 'codebrowse-vms'))
+    found.push(`Secret login-${session.metadata.uid}`);
   for (const type of [Resources.Secret, Resources.DNSEndpoint, Resources.DownloadRequest])
     for (const o of (await client.list<KubeObject>(type, ns.name)).items)
       if (mine(o)) found.push(`${type.kind} ${o.metadata.name}`);

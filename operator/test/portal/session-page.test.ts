@@ -146,7 +146,7 @@ describe('the session page', () => {
     expect(await items.nth(1).locator('pre').textContent()).toBe('dpkg: dependency problems');
 
     // The password only on click, and the one in the login Secret.
-    const login = await admin.get<Secret>(Resources.Secret, 'lena-login', ns.name);
+    const login = await admin.get<Secret>(Resources.Secret, `login-${session.metadata.uid}`, 'codebrowse-vms');
     const password = Buffer.from(login!.data!.password!, 'base64').toString('utf8');
     expect(await page.content()).not.toContain(password);
     await page.click('button[data-action="reveal"]');

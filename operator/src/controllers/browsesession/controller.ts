@@ -27,9 +27,17 @@ import {
   pageUrl,
   readyStep,
   releaseVm,
+  sessionVm,
   teardown,
 } from './machine.ts';
-import { ANNOTATIONS, LABELS, type VirtualMachine, imageFor } from '../../vm/builders.ts';
+import {
+  ANNOTATIONS,
+  DEFAULT_VM_NAMESPACE,
+  LABELS,
+  type VirtualMachine,
+  imageFor,
+  vmNamespace,
+} from '../../vm/builders.ts';
 import { isWarmAndReady, nodeOf } from '../warmpool/controller.ts';
 import { durationOr } from '../../api/duration.ts';
 import { getCondition } from '../../runtime/conditions.ts';
@@ -306,7 +314,7 @@ export function browseSessionController(options: SessionControllerOptions): Cont
       }
 
       // Steps 6–9: login, VM, the guest's report, DNS, mail, Ready.
-      const pageToken = await ensureLogin(session, ctx, loginsSeen);
+      const pageToken = await ensureLogin(session, pool, ctx, loginsSeen);
       // The page link is known from the login on: the ready mail and kubectl browse show it.
       if (!status.url) status = { ...status, url: pageUrl(options, session, pageToken) };
       const vms = ctx.cache<VirtualMachine>(Resources.VirtualMachine).list();
@@ -371,12 +379,11 @@ export function browseSessionController(options: SessionControllerOptions): Cont
 
   async function release(session: BrowseSession, ctx: ReconcileContext): Promise<void> {
     loginsSeen.delete(session.metadata.uid!);
-    await teardown(
-      session,
-      ctx.cache<VirtualMachine>(Resources.VirtualMachine).list(),
-      ctx.cache<DownloadRequest>(Resources.DownloadRequest).list(),
-      ctx,
-    );
+    // The login Secret is in the pool's VM namespace (or, with the pool gone, where its VM was).
+    const pool = ctx.cache<ServerPool>(Resources.ServerPool).get(session.spec.pool);
+    const vms = ctx.cache<VirtualMachine>(Resources.VirtualMachine).list();
+    const vmNs = pool ? vmNamespace(pool) : (sessionVm(session, vms)?.metadata.namespace ?? DEFAULT_VM_NAMESPACE);
+    await teardown(session, vms, ctx.cache<DownloadRequest>(Resources.DownloadRequest).list(), ctx, vmNs);
   }
 
   /** Deleting a session: release what it holds, then let it go (the address goes with the object). */

@@ -30,6 +30,7 @@ import {
   loginSecretName,
   newVmName,
   sessionLabel,
+  vmNamespace,
 } from '../../vm/builders.ts';
 import { isWarmAndReady, nodeOf } from '../warmpool/controller.ts';
 
@@ -84,6 +85,7 @@ export function pageUrl(deps: MachineDeps, session: BrowseSession, pageToken: st
  */
 export async function ensureLogin(
   session: BrowseSession,
+  pool: ServerPool,
   ctx: ReconcileContext,
   known: Map<string, string>,
 ): Promise<string> {
@@ -91,19 +93,20 @@ export async function ensureLogin(
   const seen = known.get(uid);
   if (seen) return seen;
   const name = loginSecretName(session);
-  const existing = await ctx.client.get<Secret>(Resources.Secret, name, session.metadata.namespace);
+  const namespace = vmNamespace(pool);
+  const existing = await ctx.client.get<Secret>(Resources.Secret, name, namespace);
   let token = existing?.data?.pageToken ? Buffer.from(existing.data.pageToken, 'base64').toString('utf8') : undefined;
   if (!existing) {
     token = generatePageToken();
     await ctx.client
-      .create(Resources.Secret, buildLoginSecret(session, generatePassword(), token))
+      .create(Resources.Secret, buildLoginSecret(session, pool, generatePassword(), token))
       .catch(async (error: unknown) => {
         if (!(error instanceof Error && 'status' in error && error.status === 409)) throw error;
         token = undefined; // made by an earlier run of ours meanwhile: read its token below
       });
   }
   if (!token) {
-    const again = await ctx.client.get<Secret>(Resources.Secret, name, session.metadata.namespace);
+    const again = await ctx.client.get<Secret>(Resources.Secret, name, namespace);
     token = again?.data?.pageToken ? Buffer.from(again.data.pageToken, 'base64').toString('utf8') : undefined;
     if (!token) {
       // A login Secret from before page tokens: give it one.
@@ -378,6 +381,7 @@ export async function teardown(
   vms: readonly VirtualMachine[],
   requests: readonly DownloadRequest[],
   ctx: ReconcileContext,
+  vmNs: string,
 ): Promise<void> {
   const ns = session.metadata.namespace;
   const gone = (error: unknown): void => {
@@ -385,7 +389,7 @@ export async function teardown(
   };
   await releaseVm(session, vms, ctx);
   await ctx.client.delete(Resources.DNSEndpoint, dnsEndpointName(session), ns).catch(gone);
-  await ctx.client.delete(Resources.Secret, loginSecretName(session), ns).catch(gone);
+  await ctx.client.delete(Resources.Secret, loginSecretName(session), vmNs).catch(gone);
   for (const request of requests) {
     const owned = request.metadata.ownerReferences?.some((ref) => ref.uid === session.metadata.uid);
     if (owned && request.metadata.namespace === ns)

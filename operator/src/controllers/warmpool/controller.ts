@@ -21,6 +21,8 @@ import { poolView } from '../serverpool/capacity.ts';
 export interface WarmPoolOptions {
   /** Where guest agents reach the portal. */
   portalUrl: string;
+  /** The only namespace whose (agent) Secrets are watched. */
+  vmNamespace: string;
 }
 
 export function isWarm(vm: VirtualMachine): boolean {
@@ -47,7 +49,11 @@ export function warmPoolController(options: WarmPoolOptions): ControllerDefiniti
       { type: Resources.Node, keys: () => [] },
       { type: Resources.BrowseSession, keys: () => [] },
       // Only the per-VM agent Secrets, not every Secret of the cluster.
-      { type: Resources.Secret, keys: () => [], informer: { labelSelector: 'codebrowse.io/vm' } },
+      {
+        type: Resources.Secret,
+        keys: () => [],
+        informer: { labelSelector: 'codebrowse.io/vm', namespace: options.vmNamespace },
+      },
     ],
     async reconcile(pool, ctx): Promise<ReconcileResult | void> {
       const namespace = vmNamespace(pool);
