@@ -51,11 +51,11 @@ interface UserEntry {
 
 export class KubeconfigError extends Error {}
 
-function pick<T>(list: unknown, key: string, name: string, source: string): T {
+function pick<T>(list: unknown, key: string, name: string, source: string, referrer = 'the current context'): T {
   const entries = Array.isArray(list) ? (list as Record<string, unknown>[]) : [];
   const found = entries.find((e) => e?.name === name);
   if (!found || typeof found[key] !== 'object' || found[key] === null)
-    throw new KubeconfigError(`${source}: no ${key} named "${name}" (the current context refers to it)`);
+    throw new KubeconfigError(`${source}: no ${key} named "${name}" (${referrer} refers to it)`);
   return found[key] as T;
 }
 
@@ -67,6 +67,8 @@ export class KubeAccess implements ClusterAccess {
   private readonly basicAuth?: string;
   /** Set for exec/auth-provider users: client-node's KubeConfig does those. */
   private readonly plugin?: { file: string; context: string };
+  /** The namespace the chosen context names, if any (what kubectl uses without -n). */
+  readonly namespace?: string;
   private fileToken?: { value: string; readAt: number };
   private pluginConfig?: Promise<ClusterAccess>;
 
@@ -77,8 +79,10 @@ export class KubeAccess implements ClusterAccess {
     tokenFile?: string;
     basicAuth?: string;
     plugin?: { file: string; context: string };
+    namespace?: string;
   }) {
     this.server = fields.server;
+    this.namespace = fields.namespace;
     this.tls = fields.tls;
     this.token = fields.token;
     this.tokenFile = fields.tokenFile;
@@ -86,10 +90,13 @@ export class KubeAccess implements ClusterAccess {
     this.plugin = fields.plugin;
   }
 
-  /** `path`, else $KUBECONFIG (first file), else ~/.kube/config, else the in-cluster service account. */
-  static load(path?: string): KubeAccess {
+  /**
+   * `path`, else $KUBECONFIG (first file), else ~/.kube/config, else the in-cluster service account.
+   * `context` picks a context of the file instead of its current-context (kubectl's --context).
+   */
+  static load(path?: string, context?: string): KubeAccess {
     const file = path ?? process.env.KUBECONFIG?.split(':').find(Boolean) ?? join(homedir(), '.kube', 'config');
-    if (path || existsSync(file)) return KubeAccess.fromFile(file);
+    if (path || context || existsSync(file)) return KubeAccess.fromFile(file, context);
     if (process.env.KUBERNETES_SERVICE_HOST && existsSync(join(SERVICE_ACCOUNT_DIR, 'token')))
       return KubeAccess.inCluster();
     throw new KubeconfigError(
@@ -106,10 +113,11 @@ export class KubeAccess implements ClusterAccess {
       server: `https://${host.includes(':') ? `[${host}]` : host}:${port}`,
       tls: { ca: readFileSync(join(dir, 'ca.crt')) },
       tokenFile: join(dir, 'token'),
+      namespace: existsSync(join(dir, 'namespace')) ? readFileSync(join(dir, 'namespace'), 'utf8').trim() : undefined,
     });
   }
 
-  static fromFile(file: string): KubeAccess {
+  static fromFile(file: string, context?: string): KubeAccess {
     let config: Record<string, unknown>;
     try {
       config = parse(readFileSync(file, 'utf8')) as Record<string, unknown>;
@@ -117,14 +125,21 @@ export class KubeAccess implements ClusterAccess {
       throw new KubeconfigError(`kubeconfig ${file}: ${(error as Error).message}`);
     }
     if (!config || typeof config !== 'object') throw new KubeconfigError(`kubeconfig ${file} is empty`);
-    const contextName = config['current-context'];
+    const contextName = context ?? config['current-context'];
     if (typeof contextName !== 'string' || !contextName)
       throw new KubeconfigError(`kubeconfig ${file} has no current-context: set one with kubectl config use-context`);
-    const context = pick<{ cluster: string; user?: string }>(config.contexts, 'context', contextName, file);
-    const cluster = pick<ClusterEntry>(config.clusters, 'cluster', context.cluster, file);
-    const user = context.user ? pick<UserEntry>(config.users, 'user', context.user, file) : {};
+    const chosen = pick<{ cluster: string; user?: string; namespace?: string }>(
+      config.contexts,
+      'context',
+      contextName,
+      file,
+      context ? 'the --context flag' : 'the current context',
+    );
+    const referrer = context ? `context "${contextName}"` : 'the current context';
+    const cluster = pick<ClusterEntry>(config.clusters, 'cluster', chosen.cluster, file, referrer);
+    const user = chosen.user ? pick<UserEntry>(config.users, 'user', chosen.user, file, referrer) : {};
     if (typeof cluster.server !== 'string' || !cluster.server)
-      throw new KubeconfigError(`kubeconfig ${file}: cluster "${context.cluster}" has no server`);
+      throw new KubeconfigError(`kubeconfig ${file}: cluster "${chosen.cluster}" has no server`);
     const base = dirname(file);
     const readPath = (p: string): Buffer => readFileSync(isAbsolute(p) ? p : join(base, p));
     const bytes = (data: string | undefined, path: string | undefined): Buffer | undefined =>
@@ -147,6 +162,7 @@ export class KubeAccess implements ClusterAccess {
         : undefined,
       basicAuth: user.username !== undefined ? `${user.username}:${user.password ?? ''}` : undefined,
       plugin: user.exec || user['auth-provider'] ? { file, context: contextName } : undefined,
+      namespace: typeof chosen.namespace === 'string' && chosen.namespace ? chosen.namespace : undefined,
     });
   }
 
