@@ -46,10 +46,6 @@ function withCondition(status: Status, update: Omit<Condition, 'lastTransitionTi
   };
 }
 
-function timestamp(ms: number): string {
-  return new Date(ms).toISOString().replace(/\.\d+Z$/, 'Z');
-}
-
 /** The status without a node and an address: the address goes back to the pool with this write. */
 function released(status: Status): Status {
   const { node: _node, ip: _ip, ...rest } = status;
@@ -239,7 +235,8 @@ function place(session: BrowseSession, status: Status, world: World): PlacementO
     ...status,
     phase: 'Scheduling',
     schedulingAttempts: attempts,
-    schedulingRetryAt: timestamp(now + delay),
+    // Milliseconds kept: a wait cut to whole seconds would let an early wake-up count an attempt.
+    schedulingRetryAt: new Date(now + delay).toISOString(),
   };
   waiting = withCondition(
     waiting,
