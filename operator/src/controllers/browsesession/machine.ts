@@ -3,7 +3,7 @@
 // reads the world, does at most a few writes, and says whether the session may go on.
 import { randomBytes } from 'node:crypto';
 import type { BrowseSessionStatus } from '../../api/browsesession.ts';
-import { durationOr } from '../../api/duration.ts';
+import { durationMs, durationOr } from '../../api/duration.ts';
 import type { BrowseSession, DownloadRequest, ServerPool } from '../../api/objects.ts';
 import { type Mailer, isTransientMailError, messageIdFor } from '../../notify/mailer.ts';
 import { type SessionMailKind, renderSessionMail } from '../../notify/render.ts';
@@ -357,7 +357,10 @@ export async function notify(
 export function readyStep(session: BrowseSession, status: Status, pool: ServerPool): StepResult {
   const now = Date.now();
   const readyAt = status.readyAt ?? timestamp(now);
-  const duration = durationOr(session.spec.duration ?? pool.spec.sessions?.defaultDuration, 3_600_000);
+  const asked = durationOr(session.spec.duration ?? pool.spec.sessions?.defaultDuration, 3_600_000);
+  // The pool's longest booking holds also for a duration raised after the session was made.
+  const max = pool.spec.sessions?.maxDuration ? durationMs(pool.spec.sessions.maxDuration) : undefined;
+  const duration = max !== undefined && asked > max ? max : asked;
   const expiresAt = timestamp(Date.parse(readyAt) + duration);
   let next: Status = { ...status, phase: 'Ready', readyAt, expiresAt };
   next = withCondition(
@@ -365,7 +368,7 @@ export function readyStep(session: BrowseSession, status: Status, pool: ServerPo
     'Ready',
     'True',
     'Ready',
-    `${status.hostname} (${status.ip}) is yours until ${expiresAt}`,
+    `${status.hostname} (${status.ip}) is yours until ${expiresAt}${duration < asked ? ` (spec.duration ${session.spec.duration} is longer than pool ${pool.metadata.name}'s maxDuration ${pool.spec.sessions!.maxDuration}: booked for that)` : ''}`,
     session.metadata.generation,
   );
   return { status: next, proceed: true, requeueAfterMs: Math.max(0, Date.parse(expiresAt) - now) };
