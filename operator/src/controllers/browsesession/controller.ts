@@ -316,7 +316,8 @@ export function browseSessionController(options: SessionControllerOptions): Cont
       // Steps 6–9: login, VM, the guest's report, DNS, mail, Ready.
       const pageToken = await ensureLogin(session, pool, ctx, loginsSeen);
       // The page link is known from the login on: the ready mail and kubectl browse show it.
-      if (!status.url) status = { ...status, url: pageUrl(options, session, pageToken) };
+      const url = pageUrl(options, session, pageToken);
+      if (status.url !== url) status = { ...status, url };
       const vms = ctx.cache<VirtualMachine>(Resources.VirtualMachine).list();
       const stepped = await runSteps(status, [
         (s) => ensureVm(session, s, pool, vms, ctx, options),
