@@ -19,7 +19,6 @@ import { TestServer } from '../fetch/servers.ts';
 import { portalHandlers, startPortal } from '../../src/portal/server.ts';
 import { SessionPages } from '../../src/portal/pages.ts';
 import { ConsoleProxy, parseConsoleTarget } from '../../src/portal/console.ts';
-import { freePort } from '../../../e2e/cluster/control-plane.ts';
 import type { KubeClient } from '../../src/runtime/client.ts';
 import { Manager } from '../../src/runtime/manager.ts';
 import { OperatorMetrics } from '../../src/runtime/metrics.ts';
@@ -81,11 +80,20 @@ export async function startWorld(
   const storeDir = await mkdtemp(join(tmpdir(), 'codebrowse-world-store-'));
   const store = await ContentStore.open(storeDir);
   const agentApi = portalHandlers(manager, client, testLogger(), (digest) => store.contentPath(digest));
-  const portalPort = await freePort();
+  // The portal listens first (on a port the kernel picks, so no other process can take it in
+  // between), and the controllers are told its address.
+  const pages = new SessionPages({ client, log: testLogger(), store: ContentStore.reader(storeDir) });
+  const consoleProxy = new ConsoleProxy({
+    client,
+    log: testLogger(),
+    target: parseConsoleTarget(options.consoleTarget ?? 'kubevirt'),
+    open: (base) => pages.openPath(base),
+  });
+  const portal = await startPortal({ address: '127.0.0.1:0', manager, agentApi, pages, console: consoleProxy });
   registerControllers(manager, {
     workers: 2,
     random: options.random,
-    portalUrl: `http://127.0.0.1:${portalPort}`, // the guest agent is played by the tests
+    portalUrl: `http://${portal.address}`, // the guest agent is played by the tests
     pageBaseUrl: 'https://codebrowse.example.org',
     mailer: options.mailer,
     registry: options.registry,
@@ -110,20 +118,6 @@ export async function startWorld(
   );
   await client.create(Resources.Namespace, { metadata: { name: 'codebrowse-vms' } }).catch(() => undefined);
   await manager.start();
-  const pages = new SessionPages({ client, log: testLogger(), store: ContentStore.reader(storeDir) });
-  const consoleProxy = new ConsoleProxy({
-    client,
-    log: testLogger(),
-    target: parseConsoleTarget(options.consoleTarget ?? 'kubevirt'),
-    open: (base) => pages.openPath(base),
-  });
-  const portal = await startPortal({
-    address: `127.0.0.1:${portalPort}`,
-    manager,
-    agentApi,
-    pages,
-    console: consoleProxy,
-  });
   const nodes: string[] = [];
   const pools: string[] = [];
 
