@@ -14,12 +14,15 @@ export function durationOr(text: string | undefined, fallbackMs: number): number
   return (text === undefined ? undefined : durationMs(text)) ?? fallbackMs;
 }
 
-/** "2h30m", "45m", "1h", "90s": the shortest Go-style spelling of whole seconds. */
+/** The Go-style spelling durationMs reads back: "2h30m", "45m", "90s", "1s500ms"; "0s" for none. */
 export function formatDuration(ms: number): string {
-  const total = Math.round(ms / 1000);
-  const h = Math.floor(total / 3600);
-  const m = Math.floor((total % 3600) / 60);
-  const s = total % 60;
-  const text = `${h ? `${h}h` : ''}${m ? `${m}m` : ''}${s ? `${s}s` : ''}`;
-  return text || '0s';
+  if (ms <= 0) return '0s';
+  const parts: string[] = [];
+  let rest = Math.round(ms);
+  for (const [unit, size] of Object.entries(UNITS).sort((a, b) => b[1] - a[1])) {
+    const count = Math.floor(rest / size);
+    if (count > 0) parts.push(`${count}${unit}`);
+    rest -= count * size;
+  }
+  return parts.join('');
 }

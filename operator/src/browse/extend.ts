@@ -1,6 +1,6 @@
 // kubectl browse extend NAME --by 30m: raise spec.duration by that much (a merge patch under a
 // resourceVersion precondition) and report the new expiry once the operator has moved it.
-import { durationMs } from '../api/duration.ts';
+import { durationMs, formatDuration } from '../api/duration.ts';
 import type { BrowseSession, ServerPool } from '../api/objects.ts';
 import { isConflict } from '../runtime/client.ts';
 import { Resources } from '../runtime/resources.ts';
@@ -9,7 +9,7 @@ import { connect } from './connect.ts';
 import type { Io } from './create.ts';
 import { getSession } from './end.ts';
 import { waitFor } from './follow.ts';
-import { formatDuration, formatExpiry, formatSpan, serialize } from './format.ts';
+import { formatExpiry, formatSpan, serialize } from './format.ts';
 
 const DEFAULT_DURATION_MS = 3_600_000;
 

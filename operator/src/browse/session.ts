@@ -1,7 +1,7 @@
 // The BrowseSession kubectl browse asks for, and the defaults it fills in. Pure.
 import type { BrowseSession, ServerPool } from '../api/objects.ts';
 import { type CreateArgs, UsageError } from './args.ts';
-import { formatDuration } from './format.ts';
+import { formatDuration } from '../api/duration.ts';
 
 export interface SessionRequest {
   args: CreateArgs;

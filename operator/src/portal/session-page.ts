@@ -2,6 +2,7 @@
 // that came from a user or a guest (URLs, names, install output) goes through escapeHtml; the pages
 // carry no inline script or style (the Content-Security-Policy forbids them), and links are made
 // only from http(s) URLs.
+import { formatBytes } from '../browse/format.ts';
 import type { StoreEntry } from '../fetch/store.ts';
 
 export interface SessionView {
@@ -175,15 +176,4 @@ ${rows}
 </table>
 </main>`;
   return layout('Recent downloads', body);
-}
-
-function formatBytes(bytes: number): string {
-  const units = ['B', 'KiB', 'MiB', 'GiB', 'TiB'];
-  let value = bytes;
-  let unit = 0;
-  while (value >= 1024 && unit < units.length - 1) {
-    value /= 1024;
-    unit++;
-  }
-  return `${unit === 0 ? value : value.toFixed(1)} ${units[unit]}`;
 }

@@ -6,7 +6,7 @@ import { UsageError, parseCommandLine } from '../../src/browse/args.ts';
 import { cacheRows, cacheTable } from '../../src/browse/cache.ts';
 import { userNameOf } from '../../src/browse/connect.ts';
 import { bookedMs, expiryMoved } from '../../src/browse/extend.ts';
-import { formatBytes, formatDuration, formatSpan, printable } from '../../src/browse/format.ts';
+import { formatBytes, formatSpan, printable } from '../../src/browse/format.ts';
 import { sessionTable } from '../../src/browse/list.ts';
 import { PlainView, TerminalView } from '../../src/browse/progress.ts';
 import { expectInOrder } from './harness.ts';
@@ -14,6 +14,7 @@ import { buildSession, choosePool, sshKeysIn } from '../../src/browse/session.ts
 import { downloadsOf, outcomeOf, stepsOf } from '../../src/browse/steps.ts';
 import { readySummary } from '../../src/browse/summary.ts';
 import type { Condition } from '../../src/runtime/conditions.ts';
+import { formatDuration } from '../../src/api/duration.ts';
 
 const T = '2025-06-01T12:00:00Z';
 

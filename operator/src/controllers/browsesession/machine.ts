@@ -7,7 +7,7 @@ import { durationMs, durationOr } from '../../api/duration.ts';
 import type { BrowseSession, DownloadRequest, ServerPool } from '../../api/objects.ts';
 import { type Mailer, isTransientMailError, messageIdFor } from '../../notify/mailer.ts';
 import { type SessionMailKind, renderSessionMail } from '../../notify/render.ts';
-import { isNotFound } from '../../runtime/client.ts';
+import { isConflict, isNotFound } from '../../runtime/client.ts';
 import { type Condition, getCondition, setCondition } from '../../runtime/conditions.ts';
 import type { ReconcileContext } from '../../runtime/controller.ts';
 import { Resources } from '../../runtime/resources.ts';
@@ -94,27 +94,24 @@ export async function ensureLogin(
   if (seen) return seen;
   const name = loginSecretName(session);
   const namespace = vmNamespace(pool);
+  const tokenOf = (secret: Secret | undefined): string | undefined =>
+    secret?.data?.pageToken ? Buffer.from(secret.data.pageToken, 'base64').toString('utf8') : undefined;
   const existing = await ctx.client.get<Secret>(Resources.Secret, name, namespace);
-  let token = existing?.data?.pageToken ? Buffer.from(existing.data.pageToken, 'base64').toString('utf8') : undefined;
+  let token = tokenOf(existing);
   if (!existing) {
     token = generatePageToken();
-    await ctx.client
-      .create(Resources.Secret, buildLoginSecret(session, pool, generatePassword(), token))
-      .catch(async (error: unknown) => {
-        if (!(error instanceof Error && 'status' in error && error.status === 409)) throw error;
-        token = undefined; // made by an earlier run of ours meanwhile: read its token below
-      });
+    try {
+      await ctx.client.create(Resources.Secret, buildLoginSecret(session, pool, generatePassword(), token));
+    } catch (error) {
+      if (!isConflict(error)) throw error;
+      // Made by an earlier run of ours meanwhile: its token counts.
+      token = tokenOf(await ctx.client.get<Secret>(Resources.Secret, name, namespace));
+    }
   }
   if (!token) {
-    const again = await ctx.client.get<Secret>(Resources.Secret, name, namespace);
-    token = again?.data?.pageToken ? Buffer.from(again.data.pageToken, 'base64').toString('utf8') : undefined;
-    if (!token) {
-      // A login Secret from before page tokens: give it one.
-      token = generatePageToken();
-      await ctx.client.mergePatch(Resources.Secret, name, session.metadata.namespace, {
-        stringData: { pageToken: token },
-      });
-    }
+    // A login Secret without a page token (edited by hand): give it one.
+    token = generatePageToken();
+    await ctx.client.mergePatch(Resources.Secret, name, namespace, { stringData: { pageToken: token } });
   }
   known.set(uid, token);
   return token;
