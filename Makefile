@@ -15,7 +15,8 @@ export npm_config_nodedir :=
 export NPM_CONFIG_UPDATE_NOTIFIER := false
 
 # Debian packages the tests need (installed only where missing; CI machines start without them).
-APT_PACKAGES := openssl vsftpd debootstrap shellcheck bzip2 xz-utils curl unzip bind9 bind9-dnsutils iproute2 chromium xvfb x11vnc tmux
+APT_PACKAGES := openssl vsftpd debootstrap shellcheck bzip2 xz-utils curl unzip bind9 bind9-dnsutils iproute2 chromium xvfb x11vnc tmux \
+  qemu-system-x86 qemu-utils dnsmasq-base dosfstools mtools openssh-client
 
 RESULTS := .cache/test-results/jest.json
 JEST := $(NODE) --experimental-vm-modules --disable-warning=ExperimentalWarning node_modules/jest/bin/jest.js
@@ -81,7 +82,7 @@ format: deps ## format and fix lint findings in place
 	$(NODE) node_modules/eslint/bin/eslint.js --fix .
 
 .PHONY: test
-test: deps k8s-bin tools-bin check ## everything the tests need, then every test (against a real kube-apiserver)
+test: deps k8s-bin tools-bin image-linux check ## everything the tests need, then every test (against a real kube-apiserver)
 	@mkdir -p $(dir $(RESULTS)) && rm -f $(RESULTS)
 	$(JEST) --json --outputFile=$(RESULTS) $(TEST_ARGS) || status=$$?; \
 	$(NODE) e2e/test-summary.ts $(RESULTS); exit $${status:-0}
@@ -114,6 +115,14 @@ IMAGE_OUT ?= $(HOME)/.cache/codebrowse/image-linux
 .PHONY: rootfs
 rootfs: ## build (or reuse, cached) the Debian root filesystem of the guest agent tests
 	@sh vm-images/linux/build-rootfs.sh test
+
+.PHONY: image-linux
+image-linux: deps ## build (or reuse, cached by a hash of its recipe) the Linux session image; prints its dir
+	@sh vm-images/linux/image.sh
+
+.PHONY: bench-vm
+bench-vm: deps image-linux ## QEMU figures: cold boot to agent-ready, unpause of a warm VM, memory-snapshot restore
+	$(NODE) bench/vm/vm-bench.ts
 
 .PHONY: image-linux-recipe
 image-linux-recipe: ## build the Linux session image (GRUB disk, kernel, initrd) into IMAGE_OUT

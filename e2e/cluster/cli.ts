@@ -1,7 +1,17 @@
 // A local control plane for a human: `make cluster-up`, `make cluster-down`, `make dev`.
 //   node e2e/cluster/cli.ts up|down|status|dev
+// Environment (the defaults suit a person; the QEMU end-to-end test sets them):
+//   CODEBROWSE_DEV_DIR       state dir (default .cache/cluster in the clone)
+//   CODEBROWSE_DEV_VMS       qemu | kwok | auto (default): who runs the VMs. qemu: the QEMU VM host
+//                            (e2e/vmhost) boots the Linux image (make image-linux) for real; kwok: kwok
+//                            plays KubeVirt and e2e/cluster/kwok-agent.ts the guest agent. auto: qemu
+//                            when qemu-system-x86_64 is installed and this runs as root.
+//   CODEBROWSE_DEV_NETNS     the VM host's network namespace (default codebrowse-dev)
+//   CODEBROWSE_DEV_MEMORY_SNAPSHOT=1   warm VMs start from a saved memory state (no boot each)
+//   CODEBROWSE_DEV_SESSION=0 apply the pool only, not the dev-hello session
+//   CODEBROWSE_DEV_OPERATOR_ARGS       more operator flags, space separated (e.g. --smtp-url=...)
 import { execFileSync, spawn } from 'node:child_process';
-import { closeSync, existsSync, openSync, readFileSync } from 'node:fs';
+import { closeSync, existsSync, openSync, readdirSync, readFileSync } from 'node:fs';
 import { mkdir, rm, writeFile } from 'node:fs/promises';
 import { setTimeout as sleep } from 'node:timers/promises';
 import { join } from 'node:path';
@@ -17,12 +27,33 @@ import {
 } from './control-plane.ts';
 import { crdFiles, installCrds, readManifests, REPO_ROOT, serverSideApply } from './install.ts';
 
-const STATE_DIR = join(REPO_ROOT, '.cache', 'cluster');
+const STATE_DIR = process.env['CODEBROWSE_DEV_DIR'] || join(REPO_ROOT, '.cache', 'cluster');
 const STATE_FILE = join(STATE_DIR, 'state.json');
 /** The background processes of `make dev`, by name (each has <name>.pid and <name>.log in STATE_DIR). */
-const DEV_PROCESSES = ['operator', 'downloader', 'portal', 'agent', 'packages'] as const;
+const DEV_PROCESSES = ['operator', 'downloader', 'portal', 'agent', 'packages', 'vmhost'] as const;
 type DevProcess = (typeof DEV_PROCESSES)[number];
 const DEV_NODES = 3;
+const NETNS = process.env['CODEBROWSE_DEV_NETNS'] || 'codebrowse-dev';
+const VMHOST_DIR = join(STATE_DIR, 'vmhost');
+
+function hasCommand(name: string): boolean {
+  try {
+    execFileSync('sh', ['-c', `command -v ${name}`], { stdio: 'ignore' });
+    return true;
+  } catch {
+    return false;
+  }
+}
+
+/** Who runs the dev cluster's VMs (see the head of this file). */
+function vmMode(): 'qemu' | 'kwok' {
+  const wanted = process.env['CODEBROWSE_DEV_VMS'] || 'auto';
+  if (wanted !== 'auto' && wanted !== 'qemu' && wanted !== 'kwok') {
+    throw new Error(`CODEBROWSE_DEV_VMS=${wanted}: write qemu, kwok or auto`);
+  }
+  if (wanted !== 'auto') return wanted;
+  return hasCommand('qemu-system-x86_64') && process.getuid?.() === 0 ? 'qemu' : 'kwok';
+}
 
 function runningState(): ControlPlaneState | undefined {
   if (!existsSync(STATE_FILE)) return undefined;
@@ -36,11 +67,16 @@ function kubeConfigOf(state: ControlPlaneState): KubeConfig {
   return kc;
 }
 
-async function up(): Promise<{ state: ControlPlaneState; binDir: string }> {
+async function up(vms: 'qemu' | 'kwok' = 'kwok'): Promise<{ state: ControlPlaneState; binDir: string }> {
   const binDir = await resolveBinaries();
   let state = runningState();
+  const modeFile = join(STATE_DIR, 'vms');
   if (state) {
     console.error(`control plane already running at ${state.server}`);
+    const running = existsSync(modeFile) ? readFileSync(modeFile, 'utf8') : 'kwok';
+    if (running !== vms) {
+      throw new Error(`the running control plane's VMs are played by ${running}, not ${vms}: make cluster-down first`);
+    }
   } else {
     await rm(STATE_DIR, { recursive: true, force: true });
     const plane = await ControlPlane.start({ binDir, dir: STATE_DIR, detached: true });
@@ -50,7 +86,8 @@ async function up(): Promise<{ state: ControlPlaneState; binDir: string }> {
     );
     const crds = await installCrds(kubeConfigOf(state), await crdFiles());
     console.error(`installed ${crds.length} CRDs: ${crds.join(', ')}`);
-    await plane.startKwok();
+    await plane.startKwok({ vms: vms === 'kwok' });
+    await writeFile(modeFile, vms);
     return { state, binDir };
   }
   const crds = await installCrds(kubeConfigOf(state), await crdFiles());
@@ -75,9 +112,25 @@ async function stopBackground(name: DevProcess): Promise<boolean> {
   await rm(pidFile, { force: true });
   if (!pid || !isAlive(pid)) return false;
   process.kill(pid, 'SIGTERM');
-  for (let i = 0; i < 100 && isAlive(pid); i++) await sleep(100);
+  // The VM host stops its QEMUs first.
+  for (let i = 0; i < (name === 'vmhost' ? 300 : 100) && isAlive(pid); i++) await sleep(100);
   if (isAlive(pid)) process.kill(pid, 'SIGKILL');
   return true;
+}
+
+/** What a VM host killed hard would leave: its QEMUs and its network namespace. */
+function cleanVmHost(): void {
+  const vmsDir = join(VMHOST_DIR, 'vms');
+  for (const entry of existsSync(vmsDir) ? readdirSync(vmsDir) : []) {
+    const pidFile = join(vmsDir, entry, 'qemu.pid');
+    const pid = existsSync(pidFile) ? Number(readFileSync(pidFile, 'utf8')) : 0;
+    if (pid > 0 && isAlive(pid)) process.kill(pid, 'SIGKILL');
+  }
+  try {
+    execFileSync('ip', ['netns', 'delete', NETNS], { stdio: 'ignore' });
+  } catch {
+    // not there
+  }
 }
 
 /** A background process of this clone's dev cluster, logging to <name>.log. */
@@ -101,14 +154,26 @@ async function makeDevPackage(dir: string): Promise<string> {
 }
 
 async function dev(): Promise<void> {
-  const { state, binDir } = await up();
+  const vms = vmMode();
+  // The Linux image first (cached; a first build takes some minutes), so a failure comes early.
+  let image = '';
+  if (vms === 'qemu') {
+    console.error('QEMU runs the VMs: building (or reusing) the Linux session image (make image-linux)');
+    image = execFileSync('sh', [join(REPO_ROOT, 'vm-images', 'linux', 'image.sh')], {
+      encoding: 'utf8',
+      stdio: ['ignore', 'pipe', 'inherit'],
+    }).trim();
+  }
+  const { state, binDir } = await up(vms);
   const kc = kubeConfigOf(state);
-  // Nodes for sessions, played by kwok, and the operator's namespace.
-  const nodes = Array.from({ length: DEV_NODES }, (_, i) => ({
+  // Nodes for sessions (kwok makes them Ready) and the operator's namespace. With QEMU, one node,
+  // whose VMs the VM host runs.
+  const nodeNames = vms === 'qemu' ? ['qemu-0'] : Array.from({ length: DEV_NODES }, (_, i) => `host-${i}`);
+  const nodes = nodeNames.map((name) => ({
     apiVersion: 'v1',
     kind: 'Node',
     metadata: {
-      name: `host-${i}`,
+      name,
       labels: { 'codebrowse.io/host': 'true' },
       annotations: { [KWOK_NODE_ANNOTATION]: 'fake' },
     },
@@ -131,7 +196,9 @@ async function dev(): Promise<void> {
     `--kubeconfig=${state.kubeconfig}`,
     `--http-address=${portalUrl.slice(7)}`,
     `--store=${join(STATE_DIR, 'store')}`,
+    ...(vms === 'qemu' ? [`--console-target=unix://${join(VMHOST_DIR, 'console')}`] : []),
   ]);
+  const extra = (process.env['CODEBROWSE_DEV_OPERATOR_ARGS'] ?? '').split(/\s+/).filter(Boolean);
   await startBackground('operator', [
     main,
     'operator',
@@ -139,9 +206,22 @@ async function dev(): Promise<void> {
     `--http-address=${metrics}`,
     '--leader-election-namespace=codebrowse-system',
     `--portal-url=${portalUrl}`,
+    ...extra,
   ]);
-  // kwok runs no guest: this plays the guest agents of the VMs it runs, through the portal.
-  await startBackground('agent', [join(REPO_ROOT, 'e2e', 'cluster', 'kwok-agent.ts'), state.kubeconfig, portalUrl]);
+  if (vms === 'qemu') {
+    await startBackground('vmhost', [
+      join(REPO_ROOT, 'e2e', 'vmhost', 'vmhost.ts'),
+      `--kubeconfig=${state.kubeconfig}`,
+      '--node=qemu-0',
+      `--image=${image}`,
+      `--dir=${VMHOST_DIR}`,
+      `--netns=${NETNS}`,
+      ...(process.env['CODEBROWSE_DEV_MEMORY_SNAPSHOT'] === '1' ? ['--memory-snapshot'] : []),
+    ]);
+  } else {
+    // kwok runs no guest: this plays the guest agents of the VMs it runs, through the portal.
+    await startBackground('agent', [join(REPO_ROOT, 'e2e', 'cluster', 'kwok-agent.ts'), state.kubeconfig, portalUrl]);
+  }
   await startBackground('downloader', [
     main,
     'downloader',
@@ -158,11 +238,12 @@ async function dev(): Promise<void> {
     String(packagePort),
   ]);
   console.error(
-    `operator (metrics at http://${metrics}/metrics), downloader and a package server on 127.0.0.1:${packagePort} running; logs in .cache/cluster/*.log`,
+    `operator (metrics at http://${metrics}/metrics), downloader, portal (${portalUrl})${vms === 'qemu' ? ', QEMU VM host' : ''} and a package server on 127.0.0.1:${packagePort} running; logs in ${STATE_DIR}/*.log`,
   );
   const poolFile = join(REPO_ROOT, 'examples', 'serverpool.yaml');
   await serverSideApply(kc, await readManifests([poolFile]), 'codebrowse-dev');
-  // The dev session's package lives on loopback, which a pool refuses unless its allow-list names it.
+  // The dev session's package lives on loopback, which a pool refuses unless its allow-list names
+  // it. Under QEMU (software emulation here) one warm Linux VM is plenty.
   await serverSideApply(
     kc,
     [
@@ -170,8 +251,49 @@ async function dev(): Promise<void> {
         apiVersion: 'codebrowse.io/v1alpha1',
         kind: 'ServerPool',
         metadata: { name: 'default' },
-        spec: { downloads: { allowedNetworks: ['127.0.0.0/8'] } },
+        spec: {
+          downloads: { allowedNetworks: ['127.0.0.0/8'] },
+          ...(vms === 'qemu' ? { sessionsPerNode: 2 } : {}),
+        },
       } as never,
+    ],
+    // Its own field manager: applied by the manager of the full pool, it would drop the rest.
+    'codebrowse-dev-session',
+  );
+  if (vms === 'qemu') {
+    const pool = JSON.parse(
+      execFileSync(
+        join(binDir, 'kubectl'),
+        ['--kubeconfig', state.kubeconfig, 'get', 'serverpool', 'default', '-o', 'json'],
+        {
+          encoding: 'utf8',
+        },
+      ),
+    ) as { spec: { images: { name: string; warm?: number }[] } };
+    const images = pool.spec.images.map((i) => (i.name === 'debian-12' ? { ...i, warm: 1 } : i));
+    execFileSync(
+      join(binDir, 'kubectl'),
+      [
+        '--kubeconfig',
+        state.kubeconfig,
+        'patch',
+        'serverpool',
+        'default',
+        '--type=merge',
+        '-p',
+        JSON.stringify({ spec: { images } }),
+      ],
+      { stdio: 'ignore' },
+    );
+  }
+  if (process.env['CODEBROWSE_DEV_SESSION'] === '0') {
+    console.error('applied examples/serverpool.yaml (no dev session: CODEBROWSE_DEV_SESSION=0)');
+    printUsage(state, binDir);
+    return;
+  }
+  await serverSideApply(
+    kc,
+    [
       {
         apiVersion: 'codebrowse.io/v1alpha1',
         kind: 'BrowseSession',
@@ -192,31 +314,48 @@ async function dev(): Promise<void> {
   const kubectl = join(binDir, 'kubectl');
   const run = (args: string[]) =>
     execFileSync(kubectl, ['--kubeconfig', state.kubeconfig, ...args], { encoding: 'utf8' });
-  // Wait (up to 60 s) until the dev session is Ready (or failed).
+  // Wait until the dev session is Ready (or failed): a minute with kwok, some minutes when QEMU
+  // boots the VM under software emulation.
+  const deadline = Date.now() + (vms === 'qemu' ? 15 * 60_000 : 60_000);
   let page = '';
-  for (let i = 0; i < 300; i++) {
+  let said = '';
+  while (Date.now() < deadline) {
     const session = JSON.parse(run(['get', 'browsesession', 'dev-hello', '-o', 'json'])) as {
       status?: { phase?: string; hostname?: string; ip?: string; url?: string };
     };
-    if (session.status?.phase === 'Ready' || session.status?.phase === 'Failed') {
-      page = `${session.status.phase}: ${session.status.hostname ?? ''} ${session.status.ip ?? ''}, page ${session.status.url ?? 'none'}`;
+    const phase = session.status?.phase ?? 'Pending';
+    if (phase !== said) console.error(`dev-hello: ${phase}`);
+    said = phase;
+    if (phase === 'Ready' || phase === 'Failed') {
+      page = `${phase}: ${session.status?.hostname ?? ''} ${session.status?.ip ?? ''}, page ${session.status?.url ?? 'none'}`;
       break;
     }
-    await sleep(200);
+    await sleep(vms === 'qemu' ? 2000 : 200);
   }
   console.log(run(['get', 'nodes,serverpools']));
   console.log(run(['get', 'virtualmachines', '-n', 'codebrowse-vms']));
   console.log(run(['get', 'browsesessions,downloadrequests', '-A']));
   printUsage(state, binDir);
+  const how =
+    vms === 'qemu'
+      ? `got a VM (the QEMU VM host e2e/vmhost runs it: the warm VM was booted from the Linux image and
+paused; the claim unpaused it), its guest agent installed the package and reported through the
+portal, and <user>.<zone> was published as a DNSEndpoint. The VM is real: the page shows the
+password (on click); log in from the VM host's network namespace with
+  ip netns exec ${NETNS} ssh dev@<the session's IP>
+and the page's console shows its screen.`
+      : `got a VM (kwok plays KubeVirt: warm VMs of the pool are pre-booted and paused; a claim unpauses
+one), the guest agent (played by e2e/cluster/kwok-agent.ts through the portal) reported the
+install, and <user>.<zone> was published as a DNSEndpoint. (Install QEMU, or set
+CODEBROWSE_DEV_VMS=qemu, and the VM is real.)`;
   console.log(`
-dev-hello went all the way (${page}): its package was downloaded into .cache/cluster/store, it was
-placed on a node with an address from that node's subnet, got a VM (kwok plays KubeVirt: warm VMs
-of the pool are pre-booted and paused; a claim unpauses one), the guest agent (played by
-e2e/cluster/kwok-agent.ts through the portal) reported the install, and <user>.<zone> was published
-as a DNSEndpoint. Open its page (the link carries the session's page token) in a browser: host,
-address, time left, packages, the ssh command, the password on click, extend and end; the recent
-downloads are at ${portalUrl}/cache. No mail relay is configured here, so no mail was sent (the
-operator's --smtp-url turns mail on).
+dev-hello went all the way (${page || 'not yet: see kubectl describe browsesession dev-hello'}): its
+package was downloaded into ${join(STATE_DIR, 'store')}, it was placed on a node with an address from
+that node's subnet, ${how}
+Open its page (the link carries the session's page token) in a browser: host, address, time left,
+packages, the ssh command, the password on click, extend and end; the recent downloads are at
+${portalUrl}/cache. No mail relay is configured here, so no mail was sent (the operator's --smtp-url
+turns mail on).
 The sessions in examples/ name packages on the Internet: kubectl apply -f examples/ where you have it. Try a bad one:
   kubectl apply -f - <<'YAML'
   apiVersion: codebrowse.io/v1alpha1
@@ -240,6 +379,7 @@ async function main(): Promise<void> {
         ? (JSON.parse(readFileSync(STATE_FILE, 'utf8')) as ControlPlaneState)
         : undefined;
       for (const name of DEV_PROCESSES) if (await stopBackground(name)) console.log(`stopped the ${name} process`);
+      if (existsSync(VMHOST_DIR)) cleanVmHost();
       if (state) await stopDetached(state);
       await rm(STATE_DIR, { recursive: true, force: true });
       console.log(state ? `stopped the control plane at ${state.server}` : 'no control plane was running');

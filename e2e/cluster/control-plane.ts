@@ -381,15 +381,22 @@ export class ControlPlane {
   /**
    * Starts kwok, which plays nodes annotated kwok.x-k8s.io/node=fake and KubeVirt VirtualMachines
    * (kwok-stages.yaml). Call it after the CRDs its stages name are installed: kwok looks them up once.
+   * With `vms: false` it plays only the nodes: the QEMU VM host (e2e/vmhost) runs the VMs.
    */
-  async startKwok(): Promise<void> {
+  async startKwok(options: { vms?: boolean } = {}): Promise<void> {
     if (this.state.pids.kwok !== undefined && isAlive(this.state.pids.kwok)) return;
     const { detached, binDir } = this.restart;
+    let config = fileURLToPath(new URL('kwok-stages.yaml', import.meta.url));
+    if (options.vms === false) {
+      const stages = (await readFile(config, 'utf8')).split(/^---$/m);
+      config = join(this.state.dir, 'kwok-node-stages.yaml');
+      await writeFile(config, stages.filter((stage) => /kind: Node\b/.test(stage)).join('---'));
+    }
     const kwokCommand: Command = {
       binary: join(binDir, 'kwok'),
       args: [
         `--kubeconfig=${this.state.kubeconfig}`,
-        `--config=${fileURLToPath(new URL('kwok-stages.yaml', import.meta.url))}`,
+        `--config=${config}`,
         `--manage-nodes-with-annotation-selector=${KWOK_NODE_ANNOTATION}=fake`,
         '--node-ip=127.0.0.1',
       ],

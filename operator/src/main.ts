@@ -72,9 +72,10 @@ Flags:
   --http-address HOST:PORT          listen here; also /metrics, /healthz, /readyz (default :8082)
   --store DIR                       the downloaders' content-addressed store (default $CODEBROWSE_STORE)
   --vm-namespace NS                 the pools' VM namespace: agent and login Secrets are read only there (default codebrowse-vms)
-  --console-target kubevirt|tcp://HOST:PORT
+  --console-target kubevirt|tcp://HOST:PORT|unix:///DIR
                                     where the browser console connects: KubeVirt's VNC subresource of the
-                                    session's VMI (default), or one VNC server (tests, machines without KubeVirt)
+                                    session's VMI (default), one VNC server (tests), or the VNC sockets
+                                    DIR/<vm namespace>/<vm>.vnc of the QEMU VM host (e2e/vmhost)
   --kubeconfig PATH                 kubeconfig to use (default: $KUBECONFIG, ~/.kube/config, or in-cluster)
   --log-level LEVEL                 fatal, error, warn, info, debug, trace or silent (default info)
   -h, --help                        show this help

@@ -20,13 +20,19 @@ import type { OpenedSession } from './pages.ts';
 
 const CONSOLE_PATH = /^(\/sessions\/[^/]+\/[^/]+\/[A-Za-z0-9_-]{43})\/console\/websockify$/;
 
-export type ConsoleTarget = { kind: 'kubevirt' } | { kind: 'tcp'; host: string; port: number };
+export type ConsoleTarget =
+  { kind: 'kubevirt' } | { kind: 'tcp'; host: string; port: number } | { kind: 'unix'; dir: string };
 
 export function parseConsoleTarget(text: string): ConsoleTarget {
   if (text === 'kubevirt') return { kind: 'kubevirt' };
+  // A directory of VNC unix sockets, <dir>/<vm namespace>/<vm>.vnc (the QEMU VM host, e2e/vmhost).
+  const unix = /^unix:\/\/(\/.*[^/])\/?$/.exec(text);
+  if (unix) return { kind: 'unix', dir: unix[1]! };
   const match = /^tcp:\/\/(\[[0-9a-fA-F:]+\]|[A-Za-z0-9.-]+):(\d{1,5})$/.exec(text);
   if (!match || Number(match[2]) > 65535)
-    throw new Error(`--console-target ${JSON.stringify(text)}: write kubevirt, or tcp://HOST:PORT of a VNC server`);
+    throw new Error(
+      `--console-target ${JSON.stringify(text)}: write kubevirt, tcp://HOST:PORT of a VNC server, or unix:///DIR of VNC sockets (DIR/<namespace>/<vm>.vnc)`,
+    );
   return { kind: 'tcp', host: match[1]!.replace(/^\[|\]$/g, ''), port: Number(match[2]) };
 }
 
@@ -146,6 +152,14 @@ export class ConsoleProxy {
     const pool = await this.deps.client.get<ServerPool>(Resources.ServerPool, opened.session.spec.pool);
     if (!pool) throw new Error(`pool ${opened.session.spec.pool} is gone`);
     const namespace = vmNamespace(pool);
+    if (target.kind === 'unix') {
+      // Both names are Kubernetes names (no '/' or '..'), so the path stays inside the directory.
+      const path = join(target.dir, namespace, `${vm}.vnc`);
+      return new Promise((resolve, reject) => {
+        const socket = connect(path, () => resolve(socket));
+        socket.once('error', reject);
+      });
+    }
     const ws = await this.deps.client.webSocket(
       `/apis/subresources.kubevirt.io/v1/namespaces/${namespace}/virtualmachineinstances/${vm}/vnc`,
       ['plain.kubevirt.io'],
