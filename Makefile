@@ -122,7 +122,7 @@ image-linux: deps ## build (or reuse, cached by a hash of its recipe) the Linux 
 
 .PHONY: bench-vm
 bench-vm: deps image-linux ## QEMU figures: cold boot to agent-ready, unpause of a warm VM, memory-snapshot restore
-	$(NODE) bench/vm/vm-bench.ts
+	$(NODE) bench/vm/qemu-vm.ts
 
 .PHONY: image-linux-recipe
 image-linux-recipe: ## build the Linux session image (GRUB disk, kernel, initrd) into IMAGE_OUT

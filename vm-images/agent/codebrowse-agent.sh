@@ -17,6 +17,9 @@
 #   CODEBROWSE_LOG           /var/log/codebrowse-agent.log
 #   CODEBROWSE_POLL_SECONDS  1       CODEBROWSE_MAX_POLLS 0 (forever; tests set a limit)
 #   CODEBROWSE_INTERFACE     the interface for the session address (default: the default route's)
+#   CODEBROWSE_MAC           this VM's MAC address: a VM restored from a memory snapshot still has
+#                            the snapshot's; the agent sets this one on the NIC that has the other
+#                            and renews its DHCP lease before it talks to the portal
 #   CODEBROWSE_PREFIX_LENGTH prefix for an address given without one (default 32 / 128)
 #   CODEBROWSE_SET_CLOCK     1: set the clock from the portal's Date header when off by > 5 s
 #   CODEBROWSE_HTTP          curl | wget (default: whichever exists, curl first)
@@ -76,6 +79,8 @@ read_nocloud() {
     mount -o ro "$_dev" "$_mnt" 2>/dev/null || continue
     for _f in "$_mnt/user-data" "$_mnt/userdata"; do
       [ -f "$_f" ] || continue
+      # A disk without settings (a golden image's boot) writes nothing: the next look reads it again.
+      grep -q '^[[:space:]]*CODEBROWSE_[A-Z_]*=' "$_f" || break
       mkdir -p "$(dirname "$CONFIG")"
       (umask 077 && sed -n 's/^[[:space:]]*\(CODEBROWSE_[A-Z_]*=.*\)$/\1/p' "$_f" >"$CONFIG")
       log "read the agent settings from the NoCloud disk $_dev into $CONFIG"
@@ -100,7 +105,43 @@ load_config() {
     [ -n "$TOKEN" ] || TOKEN=$(env_file_value "$CONFIG" CODEBROWSE_TOKEN)
   fi
   PORTAL=${PORTAL%/}
+  MAC=${CODEBROWSE_MAC:-}
+  [ -n "$MAC" ] || [ ! -f "$CONFIG" ] || MAC=$(env_file_value "$CONFIG" CODEBROWSE_MAC)
   [ -n "$PORTAL" ] && [ -n "$TOKEN" ]
+}
+
+# A guest restored from a memory snapshot wakes with the snapshot's MAC address and DHCP lease,
+# shared by every VM restored from it: take this VM's own MAC and a lease of its own.
+adopt_mac() {
+  [ -n "$MAC" ] || return 0
+  _mac=$(printf '%s' "$MAC" | tr 'A-F' 'a-f')
+  case $_mac in
+    [0-9a-f][0-9a-f]:[0-9a-f][0-9a-f]:[0-9a-f][0-9a-f]:[0-9a-f][0-9a-f]:[0-9a-f][0-9a-f]:[0-9a-f][0-9a-f]) ;;
+    *)
+      log "refused the invalid CODEBROWSE_MAC \"$MAC\""
+      return 0
+      ;;
+  esac
+  _if=""
+  for _dev in /sys/class/net/*; do
+    _name=${_dev##*/}
+    if [ "$_name" = lo ] || [ ! -f "$_dev/address" ]; then continue; fi
+    [ "$(cat "$_dev/address")" = "$_mac" ] && return 0
+    _if=${_if:-$_name}
+  done
+  [ -n "$_if" ] || return 0
+  if ! ip link set dev "$_if" address "$_mac" 2>"$PRIV/ip.err"; then
+    log "could not set the MAC $_mac on $_if: $(cat "$PRIV/ip.err")"
+    return 0
+  fi
+  # A new lease for the new MAC (the image's networkd identifies DHCP clients by MAC).
+  networkctl reconfigure "$_if" >/dev/null 2>&1 || networkctl renew "$_if" >/dev/null 2>&1 || :
+  _i=0
+  while [ "$_i" -lt 30 ] && ! ip -4 -o addr show dev "$_if" scope global 2>/dev/null | grep -q inet; do
+    sleep 1
+    _i=$((_i + 1))
+  done
+  log "set this VM's MAC $_mac on $_if (restored from a memory snapshot): $(ip -4 -o addr show dev "$_if" scope global 2>/dev/null | awk '{ print $4 }' | tr '\n' ' ')"
 }
 
 # --- HTTP ----------------------------------------------------------------------------------------
@@ -731,6 +772,7 @@ main() {
     _said=1
     sleep "$POLL_SECONDS"
   done
+  adopt_mac
   (umask 077 && printf 'Authorization: Bearer %s\n' "$TOKEN" >"$PRIV/auth.header")
   log "portal $PORTAL; waiting for the manifest"
   wait_for_manifest || exit 3

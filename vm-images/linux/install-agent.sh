@@ -21,6 +21,10 @@ Name=en* eth*
 
 [Network]
 DHCP=yes
+
+[DHCPv4]
+# By MAC, not by machine-id: VMs restored from one memory snapshot share a machine-id.
+ClientIdentifier=mac
 NET
 
 printf '/dev/vda\t/\text4\trw,relatime\t0\t1\n' >"$root/etc/fstab"

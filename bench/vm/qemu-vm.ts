@@ -1,0 +1,189 @@
+// VM figures under the QEMU VM host (e2e/vmhost) on this machine (software emulation when there is
+// no /dev/kvm): a real kube-apiserver, kwok for the node, the VM host, and a stand-in agent API on
+// loopback that notes each VM's first poll (the guest agent's "I run"). Printed, each next to the
+// others of the same run:
+//   - cold boot to agent-ready: VirtualMachine created → its agent's first poll (a boot);
+//   - unpause of a warm VM: pause annotation removed → VM status Running (API round trip + QMP cont),
+//     and → the agent's next poll (the guest runs again);
+//   - memory-snapshot restore (--memory-snapshot): created → first poll of a VM restored from the
+//     saved memory of the booted golden image (the one-time golden boot + save is printed too).
+// Run: make bench-vm   (or node bench/vm/qemu-vm.ts [RUNS], default 2 per figure)
+import { type ChildProcess, execFileSync, spawn } from 'node:child_process';
+import { closeSync, openSync } from 'node:fs';
+import { mkdtemp, rm } from 'node:fs/promises';
+import { createServer } from 'node:http';
+import { tmpdir } from 'node:os';
+import { join } from 'node:path';
+import { setTimeout as sleep } from 'node:timers/promises';
+import { KubeConfig } from '@kubernetes/client-node';
+import { resolveBinaries } from '../../e2e/cluster/binaries.ts';
+import { ControlPlane, KWOK_NODE_ANNOTATION } from '../../e2e/cluster/control-plane.ts';
+import { crdFiles, installCrds, REPO_ROOT } from '../../e2e/cluster/install.ts';
+import { KubeClient } from '../../operator/src/runtime/client.ts';
+import { KubeAccess } from '../../operator/src/runtime/kubeconfig.ts';
+import { Resources } from '../../operator/src/runtime/resources.ts';
+import type { VirtualMachine } from '../../operator/src/vm/builders.ts';
+
+const RUNS = Number(process.argv[2] ?? 2);
+const NS = 'codebrowse-vms';
+const NODE = 'bench-0';
+const image = execFileSync('sh', [join(REPO_ROOT, 'vm-images', 'linux', 'image.sh')], {
+  encoding: 'utf8',
+  stdio: ['ignore', 'pipe', 'inherit'],
+}).trim();
+
+// The agent API stand-in: 204 to every poll (unclaimed), noting when each token polled.
+const polls = new Map<string, number[]>();
+const portal = createServer((req, res) => {
+  const token = /^Bearer (.+)$/.exec(req.headers.authorization ?? '')?.[1];
+  if (token && req.url === '/agent/v1/manifest') polls.set(token, [...(polls.get(token) ?? []), Date.now()]);
+  res.writeHead(204).end();
+});
+await new Promise<void>((resolve) => portal.listen(0, '127.0.0.1', resolve));
+const portalUrl = `http://127.0.0.1:${(portal.address() as { port: number }).port}`;
+
+const plane = await ControlPlane.start({ binDir: await resolveBinaries() });
+const kc = new KubeConfig();
+kc.loadFromFile(plane.kubeconfig);
+await installCrds(kc, await crdFiles());
+await plane.startKwok({ vms: false });
+const client = new KubeClient(KubeAccess.load(plane.kubeconfig), 'codebrowse-bench');
+await client.create(Resources.Namespace, { metadata: { name: NS } });
+await client.create(Resources.Node, {
+  metadata: { name: NODE, annotations: { [KWOK_NODE_ANNOTATION]: 'fake' } },
+  spec: {},
+});
+const work = await mkdtemp(join(tmpdir(), 'codebrowse-vm-bench-'));
+
+async function until<T>(what: string, check: () => Promise<T | undefined> | T | undefined, ms = 20 * 60_000) {
+  const deadline = Date.now() + ms;
+  for (;;) {
+    const value = await check();
+    if (value !== undefined) return value;
+    if (Date.now() > deadline) throw new Error(`${what}: not within ${ms / 1000} s`);
+    await sleep(50);
+  }
+}
+
+function vm(name: string, paused: boolean): VirtualMachine {
+  return {
+    apiVersion: 'kubevirt.io/v1',
+    kind: 'VirtualMachine',
+    metadata: { name, namespace: NS, annotations: paused ? { 'codebrowse.io/paused': 'true' } : {} },
+    spec: {
+      runStrategy: 'Always',
+      template: {
+        spec: {
+          nodeSelector: { 'kubernetes.io/hostname': NODE },
+          domain: { cpu: { cores: 1 }, resources: { requests: { memory: '1Gi' } }, devices: {} },
+          volumes: [
+            {
+              name: 'agent',
+              cloudInitNoCloud: { userData: `CODEBROWSE_PORTAL=${portalUrl}\nCODEBROWSE_TOKEN=${name}\n` },
+            },
+          ],
+        },
+      },
+    },
+  } as VirtualMachine;
+}
+
+function startHost(mode: string, snapshot: boolean): ChildProcess {
+  const log = openSync(join(work, `vmhost-${mode}.log`), 'a');
+  const child = spawn(
+    process.execPath,
+    [
+      join(REPO_ROOT, 'e2e', 'vmhost', 'vmhost.ts'),
+      `--kubeconfig=${plane.kubeconfig}`,
+      `--node=${NODE}`,
+      `--image=${image}`,
+      `--dir=${join(work, mode)}`,
+      `--netns=cbbench-${process.pid}`,
+      ...(snapshot ? ['--memory-snapshot'] : []),
+    ],
+    { stdio: ['ignore', log, log] },
+  );
+  closeSync(log);
+  return child;
+}
+
+async function stopHost(child: ChildProcess): Promise<void> {
+  child.kill('SIGTERM');
+  for (let i = 0; i < 300 && child.exitCode === null && child.signalCode === null; i++) await sleep(100);
+  if (child.exitCode === null && child.signalCode === null) child.kill('SIGKILL');
+}
+
+const status = async (name: string) =>
+  (await client.get<VirtualMachine>(Resources.VirtualMachine, name, NS))?.status?.printableStatus;
+
+/** Creates a VM and returns the seconds to its agent's first poll. */
+async function toFirstPoll(name: string, paused: boolean): Promise<number> {
+  const created = Date.now();
+  await client.create(Resources.VirtualMachine, vm(name, paused));
+  const first = await until(`${name}: the agent's first poll`, () => polls.get(name)?.[0]);
+  return (first - created) / 1000;
+}
+
+async function remove(name: string): Promise<void> {
+  await client.delete(Resources.VirtualMachine, name, NS);
+  await until(`${name}: its VMI gone`, async () =>
+    (await client.get(Resources.VirtualMachineInstance, name, NS)) ? undefined : true,
+  );
+}
+
+const median = (xs: number[]) => [...xs].sort((a, b) => a - b)[Math.floor((xs.length - 1) / 2)]!;
+const fmt = (xs: number[], unit: string, digits = 1) =>
+  `median ${median(xs).toFixed(digits)} ${unit} (${xs.map((x) => x.toFixed(digits)).join(', ')})`;
+
+const accel = (await import('node:fs')).existsSync('/dev/kvm') ? 'KVM' : 'software emulation (TCG)';
+console.log(`QEMU VM host, ${accel}, 1 vCPU, 1 GiB, image ${image}`);
+let host = startHost('boot', false);
+const cold: number[] = [];
+const unpauseStatus: number[] = [];
+const unpausePoll: number[] = [];
+try {
+  for (let i = 0; i < RUNS; i++) {
+    const name = `cold-${i}`;
+    cold.push(await toFirstPoll(name, true));
+    await until(`${name}: Paused`, async () => ((await status(name)) === 'Paused' ? true : undefined));
+    await sleep(2000);
+    const pollsBefore = polls.get(name)!.length;
+    const unpaused = Date.now();
+    await client.mergePatch(Resources.VirtualMachine, name, NS, {
+      metadata: { annotations: { 'codebrowse.io/paused': null } },
+    });
+    await until(`${name}: Running`, async () => ((await status(name)) === 'Running' ? true : undefined));
+    unpauseStatus.push((Date.now() - unpaused) / 1000);
+    const next = await until(`${name}: a poll after unpause`, () => polls.get(name)![pollsBefore]);
+    unpausePoll.push((next - unpaused) / 1000);
+    await remove(name);
+  }
+} finally {
+  await stopHost(host);
+}
+console.log(`cold boot to agent-ready:              ${fmt(cold, 's')}`);
+console.log(`unpause → VM status Running:          ${fmt(unpauseStatus, 's', 2)}`);
+console.log(`unpause → the agent's next poll:       ${fmt(unpausePoll, 's', 2)}`);
+
+host = startHost('snapshot', true);
+const restored: number[] = [];
+let golden: number;
+try {
+  golden = await toFirstPoll('restore-golden', true);
+  await remove('restore-golden');
+  for (let i = 0; i < RUNS; i++) {
+    restored.push(await toFirstPoll(`restore-${i}`, true));
+    await remove(`restore-${i}`);
+  }
+} finally {
+  await stopHost(host);
+}
+console.log(`golden boot + memory save + 1st restore: ${golden.toFixed(1)} s (once per image and size)`);
+console.log(`memory-snapshot restore to agent-ready: ${fmt(restored, 's')}`);
+console.log(
+  `ratios: restore / cold boot ${(median(restored) / median(cold)).toFixed(3)}, unpause (status) / cold boot ${(median(unpauseStatus) / median(cold)).toFixed(4)}`,
+);
+portal.close();
+await plane.stop();
+await rm(work, { recursive: true, force: true });
+process.exit(0);
