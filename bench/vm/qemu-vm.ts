@@ -55,7 +55,7 @@ await client.create(Resources.Node, {
 });
 const work = await mkdtemp(join(tmpdir(), 'codebrowse-vm-bench-'));
 
-async function until<T>(what: string, check: () => Promise<T | undefined> | T | undefined, ms = 20 * 60_000) {
+async function until<T>(what: string, check: () => Promise<T | undefined> | T | undefined, ms = 10 * 60_000) {
   const deadline = Date.now() + ms;
   for (;;) {
     const value = await check();
@@ -135,55 +135,60 @@ const median = (xs: number[]) => [...xs].sort((a, b) => a - b)[Math.floor((xs.le
 const fmt = (xs: number[], unit: string, digits = 1) =>
   `median ${median(xs).toFixed(digits)} ${unit} (${xs.map((x) => x.toFixed(digits)).join(', ')})`;
 
-const accel = (await import('node:fs')).existsSync('/dev/kvm') ? 'KVM' : 'software emulation (TCG)';
-console.log(`QEMU VM host, ${accel}, 1 vCPU, 1 GiB, image ${image}`);
-let host = startHost('boot', false);
-const cold: number[] = [];
-const unpauseStatus: number[] = [];
-const unpausePoll: number[] = [];
 try {
-  for (let i = 0; i < RUNS; i++) {
-    const name = `cold-${i}`;
-    cold.push(await toFirstPoll(name, true));
-    await until(`${name}: Paused`, async () => ((await status(name)) === 'Paused' ? true : undefined));
-    await sleep(2000);
-    const pollsBefore = polls.get(name)!.length;
-    const unpaused = Date.now();
-    await client.mergePatch(Resources.VirtualMachine, name, NS, {
-      metadata: { annotations: { 'codebrowse.io/paused': null } },
-    });
-    await until(`${name}: Running`, async () => ((await status(name)) === 'Running' ? true : undefined));
-    unpauseStatus.push((Date.now() - unpaused) / 1000);
-    const next = await until(`${name}: a poll after unpause`, () => polls.get(name)![pollsBefore]);
-    unpausePoll.push((next - unpaused) / 1000);
-    await remove(name);
+  const accel = (await import('node:fs')).existsSync('/dev/kvm') ? 'KVM' : 'software emulation (TCG)';
+  console.log(`QEMU VM host, ${accel}, 1 vCPU, 1 GiB, image ${image}`);
+  let host = startHost('boot', false);
+  const cold: number[] = [];
+  const unpauseStatus: number[] = [];
+  const unpausePoll: number[] = [];
+  try {
+    for (let i = 0; i < Number(process.env['BENCH_COLD_RUNS'] ?? RUNS); i++) {
+      const name = `cold-${i}`;
+      cold.push(await toFirstPoll(name, true));
+      await until(`${name}: Paused`, async () => ((await status(name)) === 'Paused' ? true : undefined));
+      await sleep(2000);
+      const pollsBefore = polls.get(name)!.length;
+      const unpaused = Date.now();
+      await client.mergePatch(Resources.VirtualMachine, name, NS, {
+        metadata: { annotations: { 'codebrowse.io/paused': null } },
+      });
+      await until(`${name}: Running`, async () => ((await status(name)) === 'Running' ? true : undefined));
+      unpauseStatus.push((Date.now() - unpaused) / 1000);
+      const next = await until(`${name}: a poll after unpause`, () => polls.get(name)![pollsBefore]);
+      unpausePoll.push((next - unpaused) / 1000);
+      await remove(name);
+    }
+  } finally {
+    await stopHost(host);
   }
-} finally {
-  await stopHost(host);
-}
-console.log(`cold boot to agent-ready:              ${fmt(cold, 's')}`);
-console.log(`unpause → VM status Running:          ${fmt(unpauseStatus, 's', 2)}`);
-console.log(`unpause → the agent's next poll:       ${fmt(unpausePoll, 's', 2)}`);
+  if (cold.length) console.log(`cold boot to agent-ready:              ${fmt(cold, 's')}`);
+  if (cold.length) console.log(`unpause → VM status Running:          ${fmt(unpauseStatus, 's', 2)}`);
+  if (cold.length) console.log(`unpause → the agent's next poll:       ${fmt(unpausePoll, 's', 2)}`);
 
-host = startHost('snapshot', true);
-const restored: number[] = [];
-let golden: number;
-try {
-  golden = await toFirstPoll('restore-golden', true);
-  await remove('restore-golden');
-  for (let i = 0; i < RUNS; i++) {
-    restored.push(await toFirstPoll(`restore-${i}`, true));
-    await remove(`restore-${i}`);
+  host = startHost('snapshot', true);
+  const restored: number[] = [];
+  let golden: number;
+  try {
+    golden = await toFirstPoll('restore-golden', true);
+    await remove('restore-golden');
+    for (let i = 0; i < RUNS; i++) {
+      restored.push(await toFirstPoll(`restore-${i}`, true));
+      await remove(`restore-${i}`);
+    }
+  } finally {
+    await stopHost(host);
   }
+  console.log(`golden boot + memory save + 1st restore: ${golden.toFixed(1)} s (once per image and size)`);
+  console.log(`memory-snapshot restore to agent-ready: ${fmt(restored, 's')}`);
+  if (cold.length)
+    console.log(
+      `ratios: restore / cold boot ${(median(restored) / median(cold)).toFixed(3)}, unpause (status) / cold boot ${(median(unpauseStatus) / median(cold)).toFixed(4)}`,
+    );
 } finally {
-  await stopHost(host);
+  portal.close();
+  await plane.stop();
+  if (process.env['BENCH_KEEP'] === '1') console.log(`kept ${work}`);
+  else await rm(work, { recursive: true, force: true });
 }
-console.log(`golden boot + memory save + 1st restore: ${golden.toFixed(1)} s (once per image and size)`);
-console.log(`memory-snapshot restore to agent-ready: ${fmt(restored, 's')}`);
-console.log(
-  `ratios: restore / cold boot ${(median(restored) / median(cold)).toFixed(3)}, unpause (status) / cold boot ${(median(unpauseStatus) / median(cold)).toFixed(4)}`,
-);
-portal.close();
-await plane.stop();
-await rm(work, { recursive: true, force: true });
 process.exit(0);

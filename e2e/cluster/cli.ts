@@ -26,6 +26,7 @@ import {
   stopDetached,
 } from './control-plane.ts';
 import { crdFiles, installCrds, readManifests, REPO_ROOT, serverSideApply } from './install.ts';
+import { killLeftovers } from '../vmhost/network.ts';
 
 const STATE_DIR = process.env['CODEBROWSE_DEV_DIR'] || join(REPO_ROOT, '.cache', 'cluster');
 const STATE_FILE = join(STATE_DIR, 'state.json');
@@ -126,6 +127,7 @@ function cleanVmHost(): void {
     const pid = existsSync(pidFile) ? Number(readFileSync(pidFile, 'utf8')) : 0;
     if (pid > 0 && isAlive(pid)) process.kill(pid, 'SIGKILL');
   }
+  killLeftovers(join(VMHOST_DIR, 'net'));
   try {
     execFileSync('ip', ['netns', 'delete', NETNS], { stdio: 'ignore' });
   } catch {

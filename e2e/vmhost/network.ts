@@ -9,7 +9,7 @@
 //     other end connects to the loopback port here) — as QEMU's user networking maps 10.0.2.2.
 // Only addresses inside the namespace are used: nothing from the VMs reaches any other network.
 import { type ChildProcess, execFileSync, spawn } from 'node:child_process';
-import { existsSync, mkdirSync, rmSync } from 'node:fs';
+import { existsSync, mkdirSync, readdirSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
 import { connect, createServer, type Server } from 'node:net';
 import { join } from 'node:path';
 import { setTimeout as sleep } from 'node:timers/promises';
@@ -32,6 +32,24 @@ function toInt(address: string): number {
 
 function fromInt(n: number): string {
   return [24, 16, 8, 0].map((shift) => Math.floor(n / 2 ** shift) % 256).join('.');
+}
+
+/**
+ * Stops the dnsmasq and relays a run of the VM host that was killed left behind (their pid files
+ * in DIR): removing the namespace does not end the processes in it.
+ */
+export function killLeftovers(dir: string): void {
+  for (const file of existsSync(dir) ? readdirSync(dir).filter((f) => f.endsWith('.pid')) : []) {
+    const pid = Number(readFileSync(join(dir, file), 'utf8'));
+    try {
+      // Only ours: the command line names dnsmasq or the relay script.
+      const command = readFileSync(`/proc/${pid}/cmdline`, 'utf8');
+      if (pid > 0 && (command.includes('dnsmasq') || command.includes('netns-relay'))) process.kill(pid, 'SIGKILL');
+    } catch {
+      // not running
+    }
+    rmSync(join(dir, file), { force: true });
+  }
 }
 
 function ip(...args: string[]): string {
@@ -62,8 +80,9 @@ export class HostNetwork {
     this.prefix = prefix;
   }
 
-  /** Makes the namespace, the bridge and the DHCP server. */
+  /** Makes the namespace, the bridge and the DHCP server (after removing what a killed run left). */
   async start(): Promise<void> {
+    killLeftovers(this.dir);
     if (
       ip('netns', 'list')
         .split('\n')
@@ -169,6 +188,7 @@ export class HostNetwork {
       { stdio: 'ignore' },
     );
     this.relays.set(port, { server, child });
+    if (child.pid) writeFileSync(join(this.dir, `relay-${port}.pid`), String(child.pid));
     for (let i = 0; i < 100 && !existsSync(ready); i++) await sleep(50);
     if (!existsSync(ready)) throw new Error(`the relay to ${host}:${port} did not start in ${this.netns}`);
   }

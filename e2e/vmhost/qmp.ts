@@ -31,7 +31,9 @@ export class Qmp {
       this.closed = true;
       this.waiter?.();
     });
+    // A QEMU that quits closes the socket under a pending write: that ends the connection, no more.
     socket.on('error', () => undefined);
+    lines.on('error', () => undefined);
   }
 
   /** Connects (retrying while QEMU creates the socket, up to timeoutMs) and negotiates capabilities. */
@@ -66,7 +68,7 @@ export class Qmp {
   /** Runs one command; rejects with QEMU's error description. */
   execute<T = unknown>(command: string, args?: Record<string, unknown>): Promise<T> {
     const run = async (): Promise<T> => {
-      if (this.closed) throw new Error('QMP connection closed');
+      if (this.closed || this.socket.destroyed) throw new Error('QMP connection closed');
       this.socket.write(`${JSON.stringify({ execute: command, ...(args ? { arguments: args } : {}) })}\n`);
       const reply = await this.next();
       if (reply.error) throw new Error(`QMP ${command}: ${reply.error.desc}`);

@@ -50,8 +50,8 @@ writes VM and VMI status, stops QEMU when the VM goes.
 
 const ANNOTATION_PAUSED = 'codebrowse.io/paused';
 const MANAGER = 'codebrowse-vmhost';
-/** What the agent prints on the serial console once it runs and reached (or waits for) the portal. */
-const AGENT_READY = /codebrowse-agent: (unclaimed: waiting for a session|claimed by session|portal \S+; waiting)/;
+/** What the agent prints on the serial console once the portal answered its first poll. */
+const AGENT_READY = /codebrowse-agent: (unclaimed: waiting for a session|claimed by session)/;
 const AGENT_WAITING_FOR_CONFIG = /codebrowse-agent: no portal URL and token yet/;
 
 interface Condition {
@@ -400,6 +400,17 @@ async function startGuest(vm: VirtualMachine): Promise<Guest> {
     enqueue(key);
   });
   guest.qmp = await Qmp.connect(join(dir, 'qmp.sock'), 30_000);
+  if (golden) {
+    // The saved state was taken paused, so QEMU stays paused once it is loaded: run it.
+    for (;;) {
+      const { status } = await guest.qmp.execute<{ status: string }>('query-status');
+      if (status !== 'inmigrate') break;
+      if (Date.now() - guest.startedAt > 5 * 60_000) throw new Error('the memory state did not load in 5 min');
+      await sleep(20);
+    }
+    await guest.qmp.execute('cont');
+    log.info({ vm: key, ms: Date.now() - guest.startedAt }, 'memory state loaded and running');
+  }
   log.info({ vm: key, accel, memory, cores, mac, restored: Boolean(golden) }, 'QEMU started');
   return guest;
 }
