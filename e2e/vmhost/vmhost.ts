@@ -387,7 +387,7 @@ async function startGuest(vm: VirtualMachine): Promise<Guest> {
     vmiCreated: false,
   };
   qemu.once('exit', (code, signal) => {
-    if (guests.get(key) !== guest) return;
+    if (guests.get(key) !== guest) return; // stopped on purpose, or never started
     guest.state = 'failed';
     let tail = '';
     try {
@@ -399,17 +399,26 @@ async function startGuest(vm: VirtualMachine): Promise<Guest> {
     log.warn({ vm: key }, guest.message);
     enqueue(key);
   });
-  guest.qmp = await Qmp.connect(join(dir, 'qmp.sock'), 30_000);
-  if (golden) {
-    // The saved state was taken paused, so QEMU stays paused once it is loaded: run it.
-    for (;;) {
-      const { status } = await guest.qmp.execute<{ status: string }>('query-status');
-      if (status !== 'inmigrate') break;
-      if (Date.now() - guest.startedAt > 5 * 60_000) throw new Error('the memory state did not load in 5 min');
-      await sleep(20);
+  try {
+    guest.qmp = await Qmp.connect(join(dir, 'qmp.sock'), 30_000);
+    if (golden) {
+      // The saved state was taken paused, so QEMU stays paused once it is loaded: run it.
+      for (;;) {
+        const { status } = await guest.qmp.execute<{ status: string }>('query-status');
+        if (status !== 'inmigrate') break;
+        if (Date.now() - guest.startedAt > 5 * 60_000) throw new Error('the memory state did not load in 5 min');
+        await sleep(20);
+      }
+      await guest.qmp.execute('cont');
+      log.info({ vm: key, ms: Date.now() - guest.startedAt }, 'memory state loaded and running');
     }
-    await guest.qmp.execute('cont');
-    log.info({ vm: key, ms: Date.now() - guest.startedAt }, 'memory state loaded and running');
+  } catch (error) {
+    // Not started after all: nothing of it may stay (the next reconcile starts it anew).
+    guest.qmp?.close();
+    qemu.kill('SIGKILL');
+    network.removeTap(tap);
+    await rm(dir, { recursive: true, force: true });
+    throw error;
   }
   log.info({ vm: key, accel, memory, cores, mac, restored: Boolean(golden) }, 'QEMU started');
   return guest;

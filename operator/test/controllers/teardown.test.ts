@@ -143,13 +143,15 @@ describe('deleting a session', () => {
 
 describe('a warm pool under load', () => {
   it('50 sessions of 50 users at once against 10 warm VMs: no VM claimed twice, 10 warm claims, 40 cold, all Ready, the pool refills', async () => {
-    // Every VM takes 8 s to boot (kwok's boot time, like a real guest's): the 10 warm ones are
-    // claimed at once, and the refills are not ready before the other 40 have made their cold VMs.
+    // VMs take time to boot (kwok's boot time, like a real guest's): a cold VM 8 s, a warm one 30 s
+    // (warm VMs carry the pool's labels, cold ones the session's). The 10 warm ones are claimed at
+    // once, and the refills are not ready before the other 40 have made their cold VMs, even on a
+    // machine busy with other tests (with 8 s for both, 2 refills were claimed once under load).
     const bootTime = { 'kwok.codebrowse.io/boot-time': '8s' };
-    pool = await newPool(5, 10, 20, bootTime);
+    pool = await newPool(5, 10, 20, { 'kwok.codebrowse.io/boot-time': '30s' });
     const warmReady = async () =>
       (await admin.get<ServerPool>(Resources.ServerPool, pool))?.status?.warm?.[0]?.ready ?? 0;
-    await eventually('10 warm VMs booted and paused', async () => (await warmReady()) === 10, 60_000);
+    await eventually('10 warm VMs booted and paused', async () => (await warmReady()) === 10, 120_000);
     const warmAtStart = new Set(
       (await admin.list<VirtualMachine>(Resources.VirtualMachine, 'codebrowse-vms')).items
         .filter(
@@ -186,7 +188,7 @@ describe('a warm pool under load', () => {
       const object = await admin.get<VirtualMachine>(Resources.VirtualMachine, vm, 'codebrowse-vms');
       expect(object?.metadata.labels?.['codebrowse.io/warm']).toBeUndefined();
     }
-    await eventually('refilled to 10', async () => (await warmReady()) === 10, 60_000);
+    await eventually('refilled to 10', async () => (await warmReady()) === 10, 120_000);
     const metrics = await registry.metrics();
     expect(metrics).toMatch(/codebrowse_vm_claims_total\{kind="warm"\} \d+/);
     expect(metrics).toMatch(/codebrowse_sessions\{phase="Ready"\} 50/);
