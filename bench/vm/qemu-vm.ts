@@ -8,109 +8,47 @@
 //   - memory-snapshot restore (--memory-snapshot): created → first poll of a VM restored from the
 //     saved memory of the booted golden image (the one-time golden boot + save is printed too).
 // Run: make bench-vm   (or node bench/vm/qemu-vm.ts [RUNS], default 2 per figure)
-import { type ChildProcess, execFileSync, spawn } from 'node:child_process';
-import { closeSync, openSync } from 'node:fs';
 import { mkdtemp, rm } from 'node:fs/promises';
-import { createServer } from 'node:http';
+import { existsSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { setTimeout as sleep } from 'node:timers/promises';
-import { KubeConfig } from '@kubernetes/client-node';
-import { resolveBinaries } from '../../e2e/cluster/binaries.ts';
-import { ControlPlane, KWOK_NODE_ANNOTATION } from '../../e2e/cluster/control-plane.ts';
-import { crdFiles, installCrds, REPO_ROOT } from '../../e2e/cluster/install.ts';
-import { KubeClient } from '../../operator/src/runtime/client.ts';
-import { KubeAccess } from '../../operator/src/runtime/kubeconfig.ts';
 import { Resources } from '../../operator/src/runtime/resources.ts';
 import type { VirtualMachine } from '../../operator/src/vm/builders.ts';
+import { eventually } from '../../operator/test/runtime/harness.ts';
+import {
+  VM_NAMESPACE as NS,
+  bareVm,
+  linuxImage,
+  pollingPortal,
+  spawnVmHost,
+  stopVmHost,
+  vmHostCluster,
+} from '../../e2e/vmhost/harness.ts';
 
 const RUNS = Number(process.argv[2] ?? 2);
-const NS = 'codebrowse-vms';
 const NODE = 'bench-0';
-const image = execFileSync('sh', [join(REPO_ROOT, 'vm-images', 'linux', 'image.sh')], {
-  encoding: 'utf8',
-  stdio: ['ignore', 'pipe', 'inherit'],
-}).trim();
-
-// The agent API stand-in: 204 to every poll (unclaimed), noting when each token polled.
-const polls = new Map<string, number[]>();
-const portal = createServer((req, res) => {
-  const token = /^Bearer (.+)$/.exec(req.headers.authorization ?? '')?.[1];
-  if (token && req.url === '/agent/v1/manifest') polls.set(token, [...(polls.get(token) ?? []), Date.now()]);
-  res.writeHead(204).end();
-});
-await new Promise<void>((resolve) => portal.listen(0, '127.0.0.1', resolve));
-const portalUrl = `http://127.0.0.1:${(portal.address() as { port: number }).port}`;
-
-const plane = await ControlPlane.start({ binDir: await resolveBinaries() });
-const kc = new KubeConfig();
-kc.loadFromFile(plane.kubeconfig);
-await installCrds(kc, await crdFiles());
-await plane.startKwok({ vms: false });
-const client = new KubeClient(KubeAccess.load(plane.kubeconfig), 'codebrowse-bench');
-await client.create(Resources.Namespace, { metadata: { name: NS } });
-await client.create(Resources.Node, {
-  metadata: { name: NODE, annotations: { [KWOK_NODE_ANNOTATION]: 'fake' } },
-  spec: {},
-});
+const WAIT_MS = 10 * 60_000;
+const image = linuxImage();
+const portal = await pollingPortal();
+const polls = portal.polls;
+const { plane, client } = await vmHostCluster(NODE, 'codebrowse-bench');
 const work = await mkdtemp(join(tmpdir(), 'codebrowse-vm-bench-'));
 
-async function until<T>(what: string, check: () => Promise<T | undefined> | T | undefined, ms = 10 * 60_000) {
-  const deadline = Date.now() + ms;
-  for (;;) {
-    const value = await check();
-    if (value !== undefined) return value;
-    if (Date.now() > deadline) throw new Error(`${what}: not within ${ms / 1000} s`);
-    await sleep(50);
-  }
-}
+/** Waits (up to 10 min: a boot under software emulation) for `check` to give a value. */
+const until = <T>(what: string, check: () => Promise<T | undefined> | T | undefined): Promise<T> =>
+  eventually(what, check, WAIT_MS);
 
-function vm(name: string, paused: boolean): VirtualMachine {
-  return {
-    apiVersion: 'kubevirt.io/v1',
-    kind: 'VirtualMachine',
-    metadata: { name, namespace: NS, annotations: paused ? { 'codebrowse.io/paused': 'true' } : {} },
-    spec: {
-      runStrategy: 'Always',
-      template: {
-        spec: {
-          nodeSelector: { 'kubernetes.io/hostname': NODE },
-          domain: { cpu: { cores: 1 }, resources: { requests: { memory: '1Gi' } }, devices: {} },
-          volumes: [
-            {
-              name: 'agent',
-              cloudInitNoCloud: { userData: `CODEBROWSE_PORTAL=${portalUrl}\nCODEBROWSE_TOKEN=${name}\n` },
-            },
-          ],
-        },
-      },
-    },
-  } as VirtualMachine;
-}
-
-function startHost(mode: string, snapshot: boolean): ChildProcess {
-  const log = openSync(join(work, `vmhost-${mode}.log`), 'a');
-  const child = spawn(
-    process.execPath,
-    [
-      join(REPO_ROOT, 'e2e', 'vmhost', 'vmhost.ts'),
-      `--kubeconfig=${plane.kubeconfig}`,
-      `--node=${NODE}`,
-      `--image=${image}`,
-      `--dir=${join(work, mode)}`,
-      `--netns=cbbench-${process.pid}`,
-      ...(snapshot ? ['--memory-snapshot'] : []),
-    ],
-    { stdio: ['ignore', log, log] },
-  );
-  closeSync(log);
-  return child;
-}
-
-async function stopHost(child: ChildProcess): Promise<void> {
-  child.kill('SIGTERM');
-  for (let i = 0; i < 300 && child.exitCode === null && child.signalCode === null; i++) await sleep(100);
-  if (child.exitCode === null && child.signalCode === null) child.kill('SIGKILL');
+function startHost(mode: string, snapshot: boolean) {
+  return spawnVmHost({
+    kubeconfig: plane.kubeconfig,
+    node: NODE,
+    image,
+    dir: join(work, mode),
+    netns: `cbbench-${process.pid}`,
+    memorySnapshot: snapshot,
+    log: join(work, `vmhost-${mode}.log`),
+  });
 }
 
 const status = async (name: string) =>
@@ -119,7 +57,7 @@ const status = async (name: string) =>
 /** Creates a VM and returns the seconds to its agent's first poll. */
 async function toFirstPoll(name: string, paused: boolean): Promise<number> {
   const created = Date.now();
-  await client.create(Resources.VirtualMachine, vm(name, paused));
+  await client.create(Resources.VirtualMachine, bareVm(name, NODE, portal.url, paused));
   const first = await until(`${name}: the agent's first poll`, () => polls.get(name)?.[0]);
   return (first - created) / 1000;
 }
@@ -136,7 +74,7 @@ const fmt = (xs: number[], unit: string, digits = 1) =>
   `median ${median(xs).toFixed(digits)} ${unit} (${xs.map((x) => x.toFixed(digits)).join(', ')})`;
 
 try {
-  const accel = (await import('node:fs')).existsSync('/dev/kvm') ? 'KVM' : 'software emulation (TCG)';
+  const accel = existsSync('/dev/kvm') ? 'KVM' : 'software emulation (TCG)';
   console.log(`QEMU VM host, ${accel}, 1 vCPU, 1 GiB, image ${image}`);
   let host = startHost('boot', false);
   const cold: number[] = [];
@@ -160,7 +98,7 @@ try {
       await remove(name);
     }
   } finally {
-    await stopHost(host);
+    await stopVmHost(host);
   }
   if (cold.length) console.log(`cold boot to agent-ready:              ${fmt(cold, 's')}`);
   if (cold.length) console.log(`unpause → VM status Running:          ${fmt(unpauseStatus, 's', 2)}`);
@@ -177,7 +115,7 @@ try {
       await remove(`restore-${i}`);
     }
   } finally {
-    await stopHost(host);
+    await stopVmHost(host);
   }
   console.log(`golden boot + memory save + 1st restore: ${golden.toFixed(1)} s (once per image and size)`);
   console.log(`memory-snapshot restore to agent-ready: ${fmt(restored, 's')}`);

@@ -8,7 +8,7 @@
 // namespace logs in as the user, finds both installed, and `sudo id` says root; the page's console
 // shows the VM's screen. At expiry QEMU is gone, the address is free and nothing is left behind.
 import { execFile, execFileSync } from 'node:child_process';
-import { existsSync, readdirSync } from 'node:fs';
+import { existsSync, readdirSync, readFileSync } from 'node:fs';
 import { chmod, mkdtemp, readFile, rm, writeFile } from 'node:fs/promises';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
@@ -21,6 +21,7 @@ import { Resources } from '../../operator/src/runtime/resources.ts';
 import type { VirtualMachine } from '../../operator/src/vm/builders.ts';
 import { TestServer } from '../../operator/test/fetch/servers.ts';
 import { TestSmtpServer } from '../../operator/test/notify/smtp.ts';
+import { consoleColours } from '../../operator/test/portal/canvas.ts';
 import { clientFor, eventually } from '../../operator/test/runtime/harness.ts';
 import { resolveBinaries } from '../cluster/binaries.ts';
 import { isAlive } from '../cluster/control-plane.ts';
@@ -54,7 +55,7 @@ function qemuPids(): number[] {
   return readdirSync(vms)
     .map((entry) => join(vms, entry, 'qemu.pid'))
     .filter((file) => existsSync(file))
-    .map((file) => Number(execFileSync('cat', [file], { encoding: 'utf8' })))
+    .map((file) => Number(readFileSync(file, 'utf8')))
     .filter((pid) => pid > 0 && isAlive(pid));
 }
 
@@ -216,18 +217,7 @@ spec:
       const colours = await eventually(
         "the VM's screen (non-blank)",
         async () => {
-          const count = await page.evaluate(() => {
-            // eslint-disable-next-line @typescript-eslint/no-explicit-any -- the browser's DOM, not typed in this Node project
-            const canvas = (globalThis as any).document.querySelector('#screen canvas');
-            if (!canvas || canvas.width < 100) return 0;
-            const data: Uint8ClampedArray = canvas
-              .getContext('2d')
-              .getImageData(0, 0, canvas.width, canvas.height).data;
-            const seen = new Set<number>();
-            for (let i = 0; i < data.length; i += 4 * 7)
-              seen.add((data[i]! << 16) | (data[i + 1]! << 8) | data[i + 2]!);
-            return seen.size;
-          });
+          const count = await consoleColours(page, 7);
           return count > 1 ? count : undefined;
         },
         MINUTE,

@@ -3,49 +3,39 @@
 // agent polls again) and writes its status; deleting the VM stops QEMU and removes its tap device;
 // SIGTERM stops the host with its namespace and helpers. A real API server, kwok for the node, a
 // stand-in agent API on loopback (the host relays it into the namespace).
-import { type ChildProcess, execFileSync, spawn } from 'node:child_process';
+import { type ChildProcess, execFileSync } from 'node:child_process';
 import { existsSync, readdirSync, readFileSync } from 'node:fs';
 import { mkdtemp, rm } from 'node:fs/promises';
-import { createServer, type Server } from 'node:http';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { afterAll, beforeAll, describe, expect, it } from '@jest/globals';
-import { KubeConfig } from '@kubernetes/client-node';
-import { KubeClient } from '../../operator/src/runtime/client.ts';
-import { KubeAccess } from '../../operator/src/runtime/kubeconfig.ts';
+import type { KubeClient } from '../../operator/src/runtime/client.ts';
 import { Resources } from '../../operator/src/runtime/resources.ts';
 import type { VirtualMachine } from '../../operator/src/vm/builders.ts';
 import { eventually } from '../../operator/test/runtime/harness.ts';
-import { resolveBinaries } from '../cluster/binaries.ts';
-import { ControlPlane, isAlive, KWOK_NODE_ANNOTATION } from '../cluster/control-plane.ts';
-import { crdFiles, installCrds, REPO_ROOT } from '../cluster/install.ts';
+import { type ControlPlane, isAlive } from '../cluster/control-plane.ts';
+import {
+  VM_NAMESPACE as NS,
+  type PollingPortal,
+  bareVm,
+  linuxImage,
+  pollingPortal,
+  spawnVmHost,
+  vmHostCluster,
+} from './harness.ts';
 
-const NS = 'codebrowse-vms';
 const NODE = 'crash-0';
 const MINUTE = 60_000;
 let plane: ControlPlane;
 let client: KubeClient;
-let portal: Server;
-let portalUrl: string;
+let portal: PollingPortal;
 let work: string;
 let image: string;
 const netns = `cbcrash-${process.pid}`;
-const polls = new Map<string, number[]>();
 const hosts: ChildProcess[] = [];
 
 function startHost(): ChildProcess {
-  const child = spawn(
-    process.execPath,
-    [
-      join(REPO_ROOT, 'e2e', 'vmhost', 'vmhost.ts'),
-      `--kubeconfig=${plane.kubeconfig}`,
-      `--node=${NODE}`,
-      `--image=${image}`,
-      `--dir=${work}`,
-      `--netns=${netns}`,
-    ],
-    { stdio: 'ignore' },
-  );
+  const child = spawnVmHost({ kubeconfig: plane.kubeconfig, node: NODE, image, dir: work, netns });
   hosts.push(child);
   return child;
 }
@@ -82,23 +72,10 @@ function taps(): string[] {
 }
 
 beforeAll(async () => {
-  image = execFileSync('sh', [join(REPO_ROOT, 'vm-images', 'linux', 'image.sh')], { encoding: 'utf8' }).trim();
+  image = linuxImage();
   work = await mkdtemp(join(tmpdir(), 'codebrowse-vmhost-crash-'));
-  portal = createServer((req, res) => {
-    const token = /^Bearer (.+)$/.exec(req.headers.authorization ?? '')?.[1];
-    if (token && req.url === '/agent/v1/manifest') polls.set(token, [...(polls.get(token) ?? []), Date.now()]);
-    res.writeHead(204).end();
-  });
-  await new Promise<void>((resolve) => portal.listen(0, '127.0.0.1', resolve));
-  portalUrl = `http://127.0.0.1:${(portal.address() as { port: number }).port}`;
-  plane = await ControlPlane.start({ binDir: await resolveBinaries() });
-  const kc = new KubeConfig();
-  kc.loadFromFile(plane.kubeconfig);
-  await installCrds(kc, await crdFiles());
-  await plane.startKwok({ vms: false });
-  client = new KubeClient(KubeAccess.load(plane.kubeconfig), 'codebrowse-test');
-  await client.create(Resources.Namespace, { metadata: { name: NS } });
-  await client.create(Resources.Node, { metadata: { name: NODE, annotations: { [KWOK_NODE_ANNOTATION]: 'fake' } } });
+  portal = await pollingPortal();
+  ({ plane, client } = await vmHostCluster(NODE, 'codebrowse-test'));
 }, 5 * MINUTE);
 
 afterAll(async () => {
@@ -119,25 +96,8 @@ describe('the QEMU VM host', () => {
     'leaks no QEMU, tap, dnsmasq or relay when it is SIGKILLed and restarted',
     async () => {
       const first = startHost();
-      await client.create<VirtualMachine>(Resources.VirtualMachine, {
-        metadata: { name: 'crash-a', namespace: NS },
-        spec: {
-          runStrategy: 'Always',
-          template: {
-            spec: {
-              nodeSelector: { 'kubernetes.io/hostname': NODE },
-              domain: { cpu: { cores: 1 }, resources: { requests: { memory: '1Gi' } }, devices: {} },
-              volumes: [
-                {
-                  name: 'agent',
-                  cloudInitNoCloud: { userData: `CODEBROWSE_PORTAL=${portalUrl}\nCODEBROWSE_TOKEN=crash-a\n` },
-                },
-              ],
-            },
-          },
-        },
-      } as VirtualMachine);
-      await eventually('the first boot: its agent polls', () => polls.get('crash-a')?.length, 10 * MINUTE, 500);
+      await client.create<VirtualMachine>(Resources.VirtualMachine, bareVm('crash-a', NODE, portal.url));
+      await eventually('the first boot: its agent polls', () => portal.polls.get('crash-a')?.length, 10 * MINUTE, 500);
       const before = pids();
       expect(before.qemu).toHaveLength(1);
       expect(before.helpers.length).toBeGreaterThanOrEqual(2); // dnsmasq and the relay to the portal
@@ -156,7 +116,7 @@ describe('the QEMU VM host', () => {
       );
       await eventually(
         'the VM booted again: its agent polls after the restart',
-        () => polls.get('crash-a')!.some((t) => t > restarted + 5000),
+        () => portal.polls.get('crash-a')!.some((t) => t > restarted + 5000),
         10 * MINUTE,
         500,
       );

@@ -16,6 +16,7 @@ import type { BrowseSession, ServerPool } from '../../src/api/objects.ts';
 import { Resources } from '../../src/runtime/resources.ts';
 import type { Secret } from '../../src/vm/builders.ts';
 import { type World, startWorld, uniqueName } from '../controllers/world.ts';
+import { consoleColours } from './canvas.ts';
 import { clientFor, eventually } from '../runtime/harness.ts';
 
 const admin = clientFor(testKubeconfigPath());
@@ -132,15 +133,7 @@ describe('the console in the browser', () => {
     const colours = await eventually(
       'a non-blank framebuffer',
       async () => {
-        const count = await page.evaluate(() => {
-          // eslint-disable-next-line @typescript-eslint/no-explicit-any -- the browser's DOM, not typed in this Node project
-          const canvas = (globalThis as any).document.querySelector('#screen canvas');
-          if (!canvas || canvas.width < 100) return 0;
-          const data: Uint8ClampedArray = canvas.getContext('2d').getImageData(0, 0, canvas.width, canvas.height).data;
-          const seen = new Set<number>();
-          for (let i = 0; i < data.length; i += 4 * 97) seen.add((data[i]! << 16) | (data[i + 1]! << 8) | data[i + 2]!);
-          return seen.size;
-        });
+        const count = await consoleColours(page, 97);
         return count > 1 ? count : undefined;
       },
       20_000,
