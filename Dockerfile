@@ -13,6 +13,8 @@ COPY image image
 RUN sh image/stage.sh /app
 
 FROM node:24-bookworm-slim
+# xz and bzip2: the downloader looks for codebrowse.yaml inside .tar.xz and .tar.bz2 packages.
+RUN apt-get update && apt-get install -y --no-install-recommends xz-utils bzip2 && rm -rf /var/lib/apt/lists/*
 # The node image's own "node" user is 1000; the chart runs as 65532 (any non-root id works: /app is
 # read-only for everyone and the roles write only to mounted volumes and /tmp).
 COPY --from=build /app /app

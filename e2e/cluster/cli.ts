@@ -80,7 +80,16 @@ async function up(vms: 'qemu' | 'kwok' = 'kwok'): Promise<{ state: ControlPlaneS
     }
   } else {
     await rm(STATE_DIR, { recursive: true, force: true });
-    const plane = await ControlPlane.start({ binDir, dir: STATE_DIR, detached: true });
+    // Two plain users besides the admin (kubeconfig-alice, kubeconfig-bob): to try what users may do.
+    const plane = await ControlPlane.start({
+      binDir,
+      dir: STATE_DIR,
+      detached: true,
+      users: [
+        { name: 'alice', groups: ['codebrowse:users'] },
+        { name: 'bob', groups: ['codebrowse:users'] },
+      ],
+    });
     state = plane.state;
     console.error(
       `kube-apiserver ${state.version} ready at ${state.server} in ${(plane.startupMs / 1000).toFixed(1)} s`,

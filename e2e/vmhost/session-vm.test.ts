@@ -8,15 +8,16 @@
 // namespace logs in as the user, finds both installed, and `sudo id` says root; the page's console
 // shows the VM's screen. At expiry QEMU is gone, the address is free and nothing is left behind.
 import { execFile, execFileSync } from 'node:child_process';
+import { createHash } from 'node:crypto';
 import { existsSync, readdirSync, readFileSync } from 'node:fs';
 import { chmod, mkdtemp, readFile, rm, writeFile } from 'node:fs/promises';
 import { tmpdir } from 'node:os';
-import { join } from 'node:path';
+import { dirname, join } from 'node:path';
 import { promisify } from 'node:util';
 import { afterAll, beforeAll, describe, expect, it } from '@jest/globals';
 import { type Browser, chromium } from 'playwright-core';
-import type { BrowseSession, ServerPool } from '../../operator/src/api/objects.ts';
-import type { KubeClient } from '../../operator/src/runtime/client.ts';
+import type { BrowseSession, ServerPool, SessionArchive } from '../../operator/src/api/objects.ts';
+import type { KubeClient, KubeObject } from '../../operator/src/runtime/client.ts';
 import { Resources } from '../../operator/src/runtime/resources.ts';
 import type { VirtualMachine } from '../../operator/src/vm/builders.ts';
 import { TestServer } from '../../operator/test/fetch/servers.ts';
@@ -27,9 +28,11 @@ import { resolveBinaries } from '../cluster/binaries.ts';
 import { isAlive } from '../cluster/control-plane.ts';
 import { REPO_ROOT } from '../cluster/install.ts';
 import { deb, tarGz } from '../guest/packages.ts';
+import { resolveTools } from '../tools/tools.ts';
 
 const run = promisify(execFile);
 const CLI = join(REPO_ROOT, 'e2e', 'cluster', 'cli.ts');
+const PLUGIN = join(REPO_ROOT, 'bin', 'kubectl-browse');
 const ARTIFACTS = join(REPO_ROOT, '.cache', 'test-results');
 const VMS = 'codebrowse-vms';
 const MINUTE = 60_000;
@@ -261,4 +264,225 @@ spec:
     },
     30 * MINUTE,
   );
+
+  it(
+    'archive a session, end it, restore it: the file written before is there; another user can neither list nor restore it',
+    async () => {
+      const tools = await resolveTools();
+      const helm = join(tools, 'helm');
+      // The chart's user roles (RBAC) and owner policy (admission), as a platform team installs them.
+      const rendered = execFileSync(
+        helm,
+        [
+          ...['template', 'codebrowse', join(REPO_ROOT, 'charts', 'codebrowse'), '--namespace', 'codebrowse'],
+          ...['--show-only', 'templates/user-roles.yaml', '--show-only', 'templates/admission.yaml'],
+        ],
+        { encoding: 'utf8' },
+      );
+      execFileSync(kubectl, ['--kubeconfig', join(dir, 'kubeconfig'), 'apply', '-f', '-'], { input: rendered });
+      for (const user of ['alice', 'bob']) {
+        k('create', 'namespace', `${user}-lab`);
+        k(
+          'create',
+          'rolebinding',
+          `${user}-browses`,
+          '-n',
+          `${user}-lab`,
+          '--clusterrole=codebrowse-user',
+          `--user=${user}`,
+        );
+      }
+      const as = (user: string) => ['--kubeconfig', join(dir, `kubeconfig-${user}`)];
+      const browse = (user: string, ...args: string[]) =>
+        run(PLUGIN, [...args, ...as(user)], {
+          env: {
+            ...process.env,
+            KUBECTL_BROWSE_FROM_SOURCE: '1',
+            PATH: `${dirname(process.execPath)}:${process.env.PATH}`,
+            NO_COLOR: '1',
+          },
+          timeout: 20 * MINUTE,
+        });
+      const failing = async (user: string, ...args: string[]) => {
+        try {
+          await browse(user, ...args);
+        } catch (error) {
+          return error as { code: number; stderr: string };
+        }
+        throw new Error(`kubectl browse ${args.join(' ')} as ${user} succeeded`);
+      };
+      const pageAction = (url: string, action: string, method = 'POST') =>
+        fetch(`${url}/${action}`, { method, headers: { 'x-codebrowse-page': '1' } });
+      const ready = (name: string, namespace: string) =>
+        eventually(
+          `${namespace}/${name} Ready`,
+          async () => {
+            const s = await client.get<BrowseSession>(Resources.BrowseSession, name, namespace);
+            if (s?.status?.phase === 'Failed') throw new Error(`session failed: ${JSON.stringify(s.status)}`);
+            return s?.status?.phase === 'Ready' ? s : undefined;
+          },
+          10 * MINUTE,
+          1000,
+        );
+
+      // alice browses (the warm VM the pool refilled), and writes a file in her home.
+      execFileSync(kubectl, [...as('alice'), 'apply', '-f', '-'], {
+        input: `apiVersion: codebrowse.io/v1alpha1
+kind: BrowseSession
+metadata: {name: alice-s1, namespace: alice-lab}
+spec: {user: alice, email: alice@example.org, pool: default, os: linux, packages: [{url: ${packages.url('/pool/codebrowse-hello_1.0_all.deb')}}]}
+`,
+      });
+      const first = await ready('alice-s1', 'alice-lab');
+      const password1 = ((await (await pageAction(first.status!.url!, 'password')).json()) as { password: string })
+        .password;
+      await ssh('alice', first.status!.ip!, password1, 'echo "notes written before archiving" > ~/notes.txt; sync');
+
+      // Archived with kubectl browse; the snapshot lands in the VM host's archive.
+      const archived = await browse(
+        'alice',
+        'archive',
+        'create',
+        'alice-s1',
+        '--name',
+        'alice-arch',
+        '-n',
+        'alice-lab',
+      );
+      expect(archived.stdout).toMatch(/^Archived session alice-s1 as alice-lab\/alice-arch in /);
+      const listed = await browse('alice', 'archive', 'list', '-n', 'alice-lab');
+      expect(listed.stdout).toMatch(/alice-arch\s+Ready\s+alice-s1\s+linux\s+1\s/);
+      const archive = await client.get<SessionArchive>(Resources.SessionArchive, 'alice-arch', 'alice-lab');
+      const archiveFile = join(dir, 'vmhost', 'archive', VMS, `${archive!.status!.snapshot}.qcow2`);
+      expect(existsSync(archiveFile)).toBe(true);
+      const snapshot = await client.get<
+        { metadata: { labels?: Record<string, string> }; status?: { readyToUse?: boolean } } & KubeObject
+      >(Resources.VirtualMachineSnapshot, archive!.status!.snapshot!, VMS);
+      expect(snapshot?.status?.readyToUse).toBe(true);
+      expect(snapshot?.metadata.labels?.['codebrowse.io/user']).toBe('alice');
+      const archivedBytes = createHash('sha256').update(readFileSync(archiveFile)).digest('hex');
+      const ended = await browse('alice', 'end', 'alice-s1', '-n', 'alice-lab');
+      expect(ended.stdout).toMatch(/^Ended session alice-lab\/alice-s1/);
+
+      // bob: RBAC refuses him alice's archives; his own session page finds none and restores none;
+      // a session of his naming it fails as if it did not exist.
+      const bobList = await failing('bob', 'archive', 'list', '-n', 'alice-lab');
+      expect(bobList.code).toBe(1);
+      expect(bobList.stderr).toMatch(/Forbidden.*sessionarchives/);
+      const bobRestore = await failing(
+        'bob',
+        'archive',
+        'restore',
+        'alice-arch',
+        '-n',
+        'alice-lab',
+        '--email',
+        'bob@example.org',
+      );
+      expect(bobRestore.code).toBe(1);
+      expect(bobRestore.stderr).toMatch(/Forbidden/);
+      execFileSync(kubectl, [...as('bob'), 'apply', '-f', '-'], {
+        input: `apiVersion: codebrowse.io/v1alpha1
+kind: BrowseSession
+metadata: {name: bob-s1, namespace: bob-lab}
+spec: {user: bob, email: bob@example.org, pool: default, os: linux, packages: [{url: ${packages.url('/pool/codebrowse-hello_1.0_all.deb')}}]}
+`,
+      });
+      const bobPage = await eventually(
+        'bob has a page',
+        async () => {
+          const s = await client.get<BrowseSession>(Resources.BrowseSession, 'bob-s1', 'bob-lab');
+          return s?.status?.url && (await fetch(s.status.url)).status === 200 ? s.status.url : undefined;
+        },
+        5 * MINUTE,
+        1000,
+      );
+      expect(await (await pageAction(bobPage, 'archives.json', 'GET')).json()).toEqual({ archives: [] });
+      expect((await pageAction(bobPage, 'restore/alice-arch')).status).toBe(404);
+      // One session at a time per user: bob's first ends before he tries.
+      await browse('bob', 'end', 'bob-s1', '-n', 'bob-lab');
+      execFileSync(kubectl, [...as('bob'), 'apply', '-f', '-'], {
+        input: `apiVersion: codebrowse.io/v1alpha1
+kind: BrowseSession
+metadata: {name: bob-steals, namespace: bob-lab}
+spec: {user: bob, email: bob@example.org, pool: default, os: linux, fromArchive: alice-arch, packages: []}
+`,
+      });
+      const stolen = await eventually(
+        'bob-steals failed',
+        async () => {
+          const s = await client.get<BrowseSession>(Resources.BrowseSession, 'bob-steals', 'bob-lab');
+          return s?.status?.phase === 'Failed' ? s : undefined;
+        },
+        5 * MINUTE,
+        1000,
+      );
+      expect(stolen.status?.conditions?.find((c) => c.type === 'Failed')?.reason).toBe('ArchiveNotFound');
+
+      // alice's page lists her archive; she restores it with kubectl browse: her own copy of the disk.
+      const restored = await browse(
+        'alice',
+        ...[
+          'archive',
+          'restore',
+          'alice-arch',
+          '-n',
+          'alice-lab',
+          '--name',
+          'alice-s2',
+          '--email',
+          'alice@example.org',
+        ],
+      );
+      expect(restored.stdout).toMatch(/ssh alice@/);
+      const second = await ready('alice-s2', 'alice-lab');
+      const vm = await client.get<VirtualMachine>(Resources.VirtualMachine, second.status!.vm!, VMS);
+      expect(vm?.metadata.annotations?.['codebrowse.io/restored-from']).toBe('alice-lab/alice-arch');
+      const listedOnPage = (await (await pageAction(second.status!.url!, 'archives.json', 'GET')).json()) as {
+        archives: { name: string; phase: string }[];
+      };
+      expect(listedOnPage.archives.map((a) => [a.name, a.phase])).toEqual([['alice-arch', 'Ready']]);
+      const password2 = ((await (await pageAction(second.status!.url!, 'password')).json()) as { password: string })
+        .password;
+      expect(password2).not.toBe(password1);
+      const notes = await ssh(
+        'alice',
+        second.status!.ip!,
+        password2,
+        'cat ~/notes.txt; echo "after restore" > ~/later.txt; sync',
+      );
+      expect(notes).toBe('notes written before archiving\n');
+      // The archive stays as it was.
+      expect(createHash('sha256').update(readFileSync(archiveFile)).digest('hex')).toBe(archivedBytes);
+
+      // Deleting the archive deletes its snapshot and its disk.
+      const deleted = await browse('alice', 'archive', 'delete', 'alice-arch', '-n', 'alice-lab');
+      expect(deleted.stdout).toMatch(/^Deleted archive alice-lab\/alice-arch/);
+      await eventually('snapshot and disk gone', async () =>
+        !(await client.get(Resources.VirtualMachineSnapshot, archive!.status!.snapshot!, VMS)) &&
+        !existsSync(archiveFile)
+          ? true
+          : undefined,
+      );
+      await browse('alice', 'end', 'alice-s2', '-n', 'alice-lab');
+    },
+    30 * MINUTE,
+  );
 });
+
+/** Runs COMMAND over ssh from the VM host's namespace as USER with PASSWORD; its stdout. */
+async function ssh(user: string, ip: string, password: string, command: string): Promise<string> {
+  const askpass = join(dir, `askpass-${user}.sh`);
+  await writeFile(askpass, `#!/bin/sh\nprintf '%s\\n' '${password.replace(/'/g, '')}'\n`);
+  await chmod(askpass, 0o700);
+  const { stdout } = await run(
+    'ip',
+    [
+      ...['netns', 'exec', netns, 'ssh', '-o', 'StrictHostKeyChecking=no', '-o', 'UserKnownHostsFile=/dev/null'],
+      ...['-o', 'PubkeyAuthentication=no', '-o', 'ConnectTimeout=20', `${user}@${ip}`],
+      command,
+    ],
+    { env: { ...process.env, SSH_ASKPASS: askpass, SSH_ASKPASS_REQUIRE: 'force', DISPLAY: 'none' }, timeout: MINUTE },
+  );
+  return stdout;
+}

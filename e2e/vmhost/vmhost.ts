@@ -13,7 +13,7 @@
 // own overlay, and the agent in it picks up its own NoCloud disk, MAC address and DHCP lease.
 //
 // Usage: node e2e/vmhost/vmhost.ts --kubeconfig FILE --node NAME --image DIR [options]  (--help)
-import { type ChildProcess, execFileSync, spawn } from 'node:child_process';
+import { type ChildProcess, execFileSync, spawn, spawnSync } from 'node:child_process';
 import { createHash } from 'node:crypto';
 import { closeSync, existsSync, openSync, readFileSync, readSync, statSync, writeFileSync } from 'node:fs';
 import { mkdir, readdir, readFile, rm, writeFile } from 'node:fs/promises';
@@ -21,7 +21,7 @@ import { join } from 'node:path';
 import { setTimeout as sleep } from 'node:timers/promises';
 import { parseArgs } from 'node:util';
 import type { ServerPool } from '../../operator/src/api/objects.ts';
-import { KubeClient } from '../../operator/src/runtime/client.ts';
+import { KubeClient, type KubeObject } from '../../operator/src/runtime/client.ts';
 import { Informer, objectKey } from '../../operator/src/runtime/informer.ts';
 import { KubeAccess } from '../../operator/src/runtime/kubeconfig.ts';
 import { createLogger } from '../../operator/src/runtime/log.ts';
@@ -44,8 +44,12 @@ writes VM and VMI status, stops QEMU when the VM goes.
                         (default DIR/console)
   --netns NAME          the network namespace made for the bridge (default codebrowse-vmhost)
   --pod-cidr CIDR       the bridge's DHCP network (default 10.254.0.0/24)
-  --accel auto|kvm|tcg  auto: KVM when /dev/kvm exists
+  --accel auto|kvm|tcg  auto: KVM when /dev/kvm exists and QEMU starts a machine with -cpu host
+                        under it, else software emulation (TCG)
   --memory-snapshot     start VMs from a saved memory state of the booted golden image (no boot)
+  --archive-dir DIR     VirtualMachineSnapshots of this host's VMs: their disks, DIR/<namespace>/<name>.qcow2
+                        (kept across restarts; default DIR/archive). A VM whose root disk names one as
+                        its source snapshot boots from its own overlay of it.
   --help`;
 
 const ANNOTATION_PAUSED = 'codebrowse.io/paused';
@@ -98,6 +102,7 @@ const { values } = parseArgs({
     namespace: { type: 'string', default: 'codebrowse-vms' },
     dir: { type: 'string' },
     'console-dir': { type: 'string' },
+    'archive-dir': { type: 'string' },
     netns: { type: 'string', default: 'codebrowse-vmhost' },
     'pod-cidr': { type: 'string', default: '10.254.0.0/24' },
     accel: { type: 'string', default: 'auto' },
@@ -115,11 +120,50 @@ if (!values.image) fail('--image is required: the directory with disk.qcow2 (mak
 const goldenDisk = join(values.image, 'disk.qcow2');
 if (!existsSync(goldenDisk)) fail(`--image: no disk.qcow2 in ${values.image}; run make image-linux`);
 if (!['auto', 'kvm', 'tcg'].includes(values.accel)) fail('--accel: write auto, kvm or tcg');
-const accel = values.accel === 'auto' ? (existsSync('/dev/kvm') ? 'kvm' : 'tcg') : values.accel;
+/**
+ * Whether QEMU can start a machine under KVM with this CPU model here. /dev/kvm may exist and still
+ * fail (nested virtualisation that refuses an MSR of `-cpu host`, e.g. IA32_ARCH_CAPABILITIES, and
+ * QEMU aborts): a paused machine is made and quit over QMP.
+ */
+function kvmStarts(cpu: string): boolean {
+  const probe = spawnSync(
+    'qemu-system-x86_64',
+    [
+      '-accel',
+      'kvm',
+      '-cpu',
+      cpu,
+      '-machine',
+      'pc',
+      '-m',
+      '64',
+      '-display',
+      'none',
+      '-nodefaults',
+      '-S',
+      '-qmp',
+      'stdio',
+    ],
+    { input: '{"execute":"qmp_capabilities"}\n{"execute":"quit"}\n', timeout: 30_000, encoding: 'utf8' },
+  );
+  return probe.status === 0 && !/error|Assertion/.test(probe.stderr ?? '');
+}
+
+/** The accelerator and CPU model: KVM with the host's CPU where it works, else software emulation. */
+function chooseAccel(): { accel: string; cpu?: string } {
+  if (values.accel === 'tcg') return { accel: 'tcg' };
+  if (values.accel === 'kvm') return { accel: 'kvm', cpu: 'host' };
+  if (!existsSync('/dev/kvm')) return { accel: 'tcg' };
+  // (With `host,-arch-capabilities` such a machine starts, but a guest was seen to hang in its
+  // firmware there: software emulation is slow but sure.)
+  return kvmStarts('host') ? { accel: 'kvm', cpu: 'host' } : { accel: 'tcg' };
+}
+const { accel, cpu } = chooseAccel();
 const node = values.node;
 const namespace = values.namespace;
 const workDir = values.dir ?? `/tmp/codebrowse-vmhost-${node}`;
 const consoleDir = values['console-dir'] ?? join(workDir, 'console');
+const archiveDir = values['archive-dir'] ?? join(workDir, 'archive');
 const log = createLogger(process.env['LOG_LEVEL'] ?? 'info').child({ node });
 
 const client = new KubeClient(KubeAccess.load(values.kubeconfig), MANAGER);
@@ -210,7 +254,7 @@ function qemuArgs(o: {
   incoming?: string;
 }): string[] {
   return [
-    ...['-name', o.name, '-machine', `pc,accel=${accel}`, ...(accel === 'kvm' ? ['-cpu', 'host'] : [])],
+    ...['-name', o.name, '-machine', `pc,accel=${accel}`, ...(cpu ? ['-cpu', cpu] : [])],
     ...['-m', String(o.memory), '-smp', String(o.cores), '-display', 'none', '-vnc', `unix:${o.vnc}`],
     ...['-qmp', `unix:${join(o.dir, 'qmp.sock')},server=on,wait=off`, '-monitor', 'none'],
     ...['-serial', `file:${join(o.dir, 'console.log')}`, '-pidfile', join(o.dir, 'qemu.pid')],
@@ -345,11 +389,24 @@ async function startGuest(vm: VirtualMachine): Promise<Guest> {
   const h = hash(uid);
   const mac = `52:54:00:${h.slice(0, 2)}:${h.slice(2, 4)}:${h.slice(4, 6)}`;
   const tap = `cb${h.slice(0, 10)}`;
-  const golden = values['memory-snapshot'] ? await goldenState(memory, cores) : undefined;
+  // A VM restored from an archived snapshot boots its copy of that disk (never a memory state).
+  const archived = archivedDisk(vm);
+  const golden = values['memory-snapshot'] && !archived ? await goldenState(memory, cores) : undefined;
   // The MAC goes to the agent too: a guest restored from the golden memory still has the golden's.
   const cidata = await makeNoCloud(dir, golden ? `${userData}\n      CODEBROWSE_MAC=${mac}\n` : userData, uid);
   const disk = join(dir, 'root.qcow2');
-  execFileSync('qemu-img', ['create', '-q', '-f', 'qcow2', '-F', 'qcow2', '-b', golden?.disk ?? goldenDisk, disk]);
+  execFileSync('qemu-img', [
+    'create',
+    '-q',
+    '-f',
+    'qcow2',
+    '-F',
+    'qcow2',
+    '-b',
+    archived ?? golden?.disk ?? goldenDisk,
+    disk,
+  ]);
+  if (archived) log.info({ vm: key, from: archived }, 'root disk: an overlay of an archived snapshot');
   const vnc = join(consoleDir, vm.metadata.namespace!, `${name}.vnc`);
   await mkdir(join(consoleDir, vm.metadata.namespace!), { recursive: true });
   await rm(vnc, { force: true });
@@ -422,6 +479,77 @@ async function startGuest(vm: VirtualMachine): Promise<Guest> {
   }
   log.info({ vm: key, accel, memory, cores, mac, restored: Boolean(golden) }, 'QEMU started');
   return guest;
+}
+
+// --- VirtualMachineSnapshots (the archive) --------------------------------------------------------
+
+interface VirtualMachineSnapshot extends KubeObject {
+  spec: { source: { kind: string; name: string } };
+  status?: { readyToUse?: boolean; phase?: string };
+}
+
+function archiveFile(namespace: string, name: string): string {
+  return join(archiveDir, namespace, `${name}.qcow2`);
+}
+
+/** The archived disk a VM's root DataVolume names as its source snapshot, if this host keeps it. */
+function archivedDisk(vm: VirtualMachine): string | undefined {
+  const source = (vm.spec?.dataVolumeTemplates?.[0]?.spec as { source?: { snapshot?: { name?: string } } } | undefined)
+    ?.source?.snapshot?.name;
+  if (!source) return undefined;
+  const file = archiveFile(vm.metadata.namespace!, source);
+  return existsSync(file) ? file : undefined;
+}
+
+/**
+ * A snapshot of one of this host's VMs: the guest is stopped (QEMU flushes its disk), the changes of
+ * its overlay over the golden image are copied to the archive, and it runs on as it was.
+ */
+async function takeSnapshot(snapshot: VirtualMachineSnapshot): Promise<void> {
+  if (snapshot.status?.readyToUse || snapshot.metadata.deletionTimestamp) return;
+  if (snapshot.spec.source.kind !== 'VirtualMachine') return;
+  const key = `${snapshot.metadata.namespace}/${snapshot.spec.source.name}`;
+  const guest = guests.get(key);
+  if (!guest?.qmp || guest.state === 'failed') return; // not ours (or not running): another host's
+  const file = archiveFile(snapshot.metadata.namespace!, snapshot.metadata.name!);
+  await mkdir(join(archiveDir, snapshot.metadata.namespace!), { recursive: true });
+  const started = Date.now();
+  const wasRunning = guest.state === 'running' || guest.state === 'booting';
+  await guest.qmp.execute('stop');
+  try {
+    const tmp = `${file}.tmp`;
+    execFileSync('qemu-img', [
+      'convert',
+      '-U',
+      '-O',
+      'qcow2',
+      '-B',
+      goldenDisk,
+      '-F',
+      'qcow2',
+      join(guest.dir, 'root.qcow2'),
+      tmp,
+    ]);
+    execFileSync('mv', ['-f', tmp, file]);
+  } finally {
+    if (wasRunning) await guest.qmp.execute('cont');
+  }
+  await client.mergePatch(
+    Resources.VirtualMachineSnapshot,
+    snapshot.metadata.name!,
+    snapshot.metadata.namespace,
+    {
+      status: {
+        readyToUse: true,
+        phase: 'Succeeded',
+        creationTime: new Date().toISOString().replace(/\.\d+Z$/, 'Z'),
+        sourceUID: guest.uid,
+        indications: ['Online'],
+      },
+    },
+    'status',
+  );
+  log.info({ vm: key, snapshot: snapshot.metadata.name, ms: Date.now() - started, file }, 'snapshot taken');
 }
 
 async function stopGuest(guest: Guest): Promise<void> {
@@ -606,7 +734,29 @@ await network.start();
 writeFileSync(join(workDir, 'vmhost.pid'), String(process.pid));
 const vms = new Informer<VirtualMachine>(client, Resources.VirtualMachine, log, undefined, { namespace });
 const pools = new Informer<ServerPool>(client, Resources.ServerPool, log);
+const snapshots = new Informer<VirtualMachineSnapshot>(client, Resources.VirtualMachineSnapshot, log, undefined, {
+  namespace,
+});
 vms.on((event) => enqueue(objectKey(event.object)));
+snapshots.on((event) => {
+  const snapshot = event.object;
+  if (event.type === 'deleted') {
+    void rm(archiveFile(snapshot.metadata.namespace!, snapshot.metadata.name!), { force: true });
+    return;
+  }
+  // One at a time with its VM's reconciles (a snapshot stops the guest for a moment).
+  const key = `${snapshot.metadata.namespace}/${snapshot.spec.source.name}`;
+  const previous = queue.get(key) ?? Promise.resolve();
+  const next = previous
+    .then(() => takeSnapshot(snapshot))
+    .catch((error: unknown) =>
+      log.warn({ snapshot: snapshot.metadata.name, err: (error as Error).message }, 'snapshot failed'),
+    )
+    .finally(() => {
+      if (queue.get(key) === next) queue.delete(key);
+    });
+  queue.set(key, next);
+});
 pools.on((event) => {
   const pool = event.object;
   const serves = (pool.status as { nodes?: { name: string }[] } | undefined)?.nodes?.some((n) => n.name === node);
@@ -614,8 +764,12 @@ pools.on((event) => {
 });
 vms.start();
 pools.start();
+snapshots.start();
 await vms.waitForSync();
-log.info({ accel, image: values.image, netns: network.netns, gateway: network.gateway, consoleDir }, 'VM host running');
+log.info(
+  { accel, cpu, image: values.image, netns: network.netns, gateway: network.gateway, consoleDir },
+  'VM host running',
+);
 // The console and the bridge's neighbours change without an API event: look every second.
 const ticker = setInterval(() => {
   for (const key of new Set([...guests.keys(), ...vms.list().map(objectKey)])) if (!queue.has(key)) enqueue(key);
@@ -631,6 +785,7 @@ async function shutdown(signal: string): Promise<void> {
   await Promise.allSettled([...guests.values()].map((guest) => stopGuest(guest)));
   await vms.stop();
   await pools.stop();
+  await snapshots.stop();
   await network.stop();
   await rm(join(workDir, 'golden'), { recursive: true, force: true });
   process.exit(0);

@@ -30,7 +30,8 @@ Roles:
   downloader  takes DownloadRequests and fetches them into the store (run as many as you like)
   portal      the guest agents' API (session pages and console follow)
   fetch       one download into the store, with the same guard and plug-ins, for people and tests
-  cache       lists the download store
+  cache       lists the download store, its most browsed packages (--popular) and what
+              the sessions that browsed one also browsed (--also URL)
 
 Run 'codebrowse <role> --help' for the flags of a role.
 `;
@@ -40,7 +41,8 @@ const DOWNLOADER_USAGE = `Usage: codebrowse downloader --store DIR [flags]
 Takes DownloadRequests from the API server (a resourceVersion-guarded claim in status.worker),
 fetches them over HTTP, HTTPS or FTP through the SSRF guard into the content-addressed store, and
 writes the result. Any number of downloaders may share the work (and the store); a claim that is
-not renewed within --claim-ttl is taken over by another downloader.
+not renewed within --claim-ttl is taken over by another downloader. Each request of a session that
+succeeds is recorded in the store's usage history (DIR/index.sqlite), once per session and URL.
 
 Flags:
   --store DIR                       the content-addressed store (default $CODEBROWSE_STORE)
@@ -63,7 +65,9 @@ Signals: SIGTERM or SIGINT stop taking requests, hand the ones in flight back, a
 const PORTAL_USAGE = `Usage: codebrowse portal [flags]
 
 Serves the session pages (/sessions/<namespace>/<name>/<page token>: host, address, time left,
-packages, how to connect, the password on click, end and extend), the cache page (/cache), and
+packages, how to connect, the password on click, end and extend), the cache page (/cache: the
+most browsed packages, what the sessions that browsed one also browsed, the recent downloads; as
+JSON at /cache.json?popular and /cache.json?also=URL, read from the store's index.sqlite), and
 the guest agents: an agent authenticates with its VM's token, waits for its VM to be claimed,
 fetches the session manifest and its packages (from the download store, read only) and reports
 each install step into the session's status.
@@ -280,6 +284,8 @@ async function runDownloader(argv: string[]): Promise<number> {
     maxEntries: positiveInteger('--cache-entries', values['cache-entries']),
     maxBytes: positiveInteger('--cache-bytes', values['cache-bytes']),
     holder: values.identity,
+    onIndexError: (error) =>
+      log.warn({ err: error.message }, 'the store index was not updated (repaired at the next open)'),
   });
   const ca = values.ca ? readFileSync(values.ca) : undefined;
   const client = new KubeClient(loadKubeConfig(values.kubeconfig), 'codebrowse-downloader');
@@ -307,6 +313,7 @@ async function runDownloader(argv: string[]): Promise<number> {
     }),
   );
   await runUntilSignalled(manager, log, { store: values.store, schemes: schemes ?? [...plugins.keys()], workers });
+  store.close();
   return 0;
 }
 

@@ -6,6 +6,8 @@
 #   GET  $PORTAL/agent/v1/packages/<i>     a package's bytes (the manifest's "download")
 #   POST $PORTAL/agent/v1/report           {"package":i,"installed":b,"exitCode":n,"message":"..."}
 #   POST $PORTAL/agent/v1/done             {"installed":b,"message":"..."}
+#   POST $PORTAL/agent/v1/result           a test run's result (manifest "mode": "Run"): the script
+#                                          in "run.script" runs once every package is installed
 # Needs: POSIX sh, awk, coreutils, curl or wget; the tools of each step where it runs.
 # Safe to run again: what is done is remembered under $CODEBROWSE_STATE_DIR and not done twice.
 #
@@ -23,6 +25,8 @@
 #   CODEBROWSE_PREFIX_LENGTH prefix for an address given without one (default 32 / 128)
 #   CODEBROWSE_SET_CLOCK     1: set the clock from the portal's Date header when off by > 5 s
 #   CODEBROWSE_HTTP          curl | wget (default: whichever exists, curl first)
+#   CODEBROWSE_RUN_OUTPUT_MAX bytes of a test run's output sent to the portal (921600; more: the
+#                            first 64 KiB and the tail)
 #   CODEBROWSE_ARCHIVE_MAX_ENTRIES / _MAX_BYTES / _MAX_RATIO, CODEBROWSE_INSTALL_TIMEOUT: see
 #   install-rules.sh
 set -u
@@ -45,6 +49,7 @@ POLL_SECONDS=${CODEBROWSE_POLL_SECONDS:-1}
 MAX_POLLS=${CODEBROWSE_MAX_POLLS:-0}
 SET_CLOCK=${CODEBROWSE_SET_CLOCK:-1}
 MESSAGE_BYTES=8192
+RUN_OUTPUT_MAX=${CODEBROWSE_RUN_OUTPUT_MAX:-921600}
 NL='
 '
 
@@ -95,8 +100,10 @@ read_nocloud() {
 load_config() {
   PORTAL=${CODEBROWSE_PORTAL_URL:-${CODEBROWSE_PORTAL:-}}
   TOKEN=${CODEBROWSE_AGENT_TOKEN:-${CODEBROWSE_TOKEN:-}}
+  # This VM's NoCloud disk is read every time: a disk restored from an archived session still has
+  # the settings (token) of the VM it was archived from in $CONFIG.
   if [ -z "$PORTAL" ] || [ -z "$TOKEN" ]; then
-    [ -f "$CONFIG" ] || read_nocloud || :
+    read_nocloud || :
   fi
   if [ -f "$CONFIG" ]; then
     [ -n "$PORTAL" ] || PORTAL=$(env_file_value "$CONFIG" CODEBROWSE_PORTAL_URL)
@@ -355,10 +362,13 @@ create_user() {
   USER_NAME=$(m user) || { step user "none in the manifest"; return 1; }
   valid_user "$USER_NAME" || { step user "refused the invalid user name \"$USER_NAME\""; return 1; }
   if [ -f "$STATE_ROOT/user-$USER_NAME.done" ] && id "$USER_NAME" >/dev/null 2>&1; then
-    step user "$USER_NAME (made before)"
-    return 0
-  fi
-  if id "$USER_NAME" >/dev/null 2>&1; then
+    if [ -f "$SD/login.done" ]; then
+      step user "$USER_NAME (made before)"
+      return 0
+    fi
+    # Made for another session (a VM restored from an archive): this session's login is set.
+    _how="made before"
+  elif id "$USER_NAME" >/dev/null 2>&1; then
     # Never hand out a system account (a session user named like a daemon).
     if [ "$(id -u "$USER_NAME")" -lt 1000 ]; then
       step user "refused: $USER_NAME is a system account of this image"
@@ -380,11 +390,18 @@ create_user() {
     case $_password in
       *"$NL"*) step user "refused a password with a line break"; return 1 ;;
     esac
-    if ! printf '%s:%s\n' "$USER_NAME" "$_password" | chpasswd 2>"$SD/chpasswd.err"; then
+    # Set only when it changed (a digest of the last one set, root only): a new session of the same
+    # user with the same password leaves /etc/shadow alone.
+    _pwsum=$(printf '%s' "$_password" | sha256sum | cut -c1-64)
+    if [ "$(cat "$PRIV/password-$USER_NAME.sha256" 2>/dev/null)" = "$_pwsum" ]; then
+      _how="$_how, password as before"
+    elif ! printf '%s:%s\n' "$USER_NAME" "$_password" | chpasswd 2>"$SD/chpasswd.err"; then
       step user "chpasswd failed: $(cat "$SD/chpasswd.err")"
       return 1
+    else
+      printf '%s\n' "$_pwsum" >"$PRIV/password-$USER_NAME.sha256"
+      _how="$_how, password set"
     fi
-    _how="$_how, password set"
   fi
   _keys=$(json_count "$MANIFEST" sshKeys)
   if [ "$_keys" -gt 0 ]; then
@@ -396,17 +413,17 @@ create_user() {
       m "sshKeys.$_k" | tr -d '\r\n' >>"$SD/authorized_keys" && echo >>"$SD/authorized_keys"
       _k=$((_k + 1))
     done
-    cat "$SD/authorized_keys" >"$_home/.ssh/authorized_keys"
+    cmp -s "$SD/authorized_keys" "$_home/.ssh/authorized_keys" || cat "$SD/authorized_keys" >"$_home/.ssh/authorized_keys"
     chown -R -h "$USER_NAME:$_group" "$_home/.ssh"
     chmod 0700 "$_home/.ssh"
     chmod 0600 "$_home/.ssh/authorized_keys"
     # No password: "*" (no password can match) rather than "!" (locked, which sshd refuses).
-    [ -n "${_password:-}" ] || usermod -p '*' "$USER_NAME"
+    [ -n "${_password:-}" ] || [ "$(getent shadow "$USER_NAME" | cut -d: -f2)" = '*' ] || usermod -p '*' "$USER_NAME"
     _how="$_how, $_keys ssh key(s)"
   fi
   # The system user that unpacks archives (install-rules.sh), made with the session's.
   ensure_unpack_user || { step user "could not make the system user $UNPACK_USER"; return 1; }
-  touch "$STATE_ROOT/user-$USER_NAME.done"
+  touch "$STATE_ROOT/user-$USER_NAME.done" "$SD/login.done"
   step user "$USER_NAME $_how"
 }
 
@@ -663,6 +680,18 @@ do_package() { # K INDEX
   PKG_LOG="$_work/output.log"
   PKG_STATE="$SD/pkg-$2.unpack-dir"
   : >"$PKG_LOG"
+  # Its own install steps (codebrowse.yaml), when it has them: one file each.
+  PKG_STEPS_DIR=""
+  _steps=$(json_count "$MANIFEST" "packages.$1.install")
+  if [ "$_steps" -gt 0 ]; then
+    PKG_STEPS_DIR="$_work/steps"
+    mkdir -p "$PKG_STEPS_DIR"
+    _s=0
+    while [ "$_s" -lt "$_steps" ]; do
+      m "packages.$1.install.$_s" >"$PKG_STEPS_DIR/$_s"
+      _s=$((_s + 1))
+    done
+  fi
   if fetch_package "$1" "$2" "$_work"; then
     export CODEBROWSE_PACKAGE_FILE="$FETCHED" CODEBROWSE_PACKAGE_URL="$PKG_URL" \
       CODEBROWSE_USER="$PKG_USER" CODEBROWSE_HOME="$PKG_HOME"
@@ -750,6 +779,73 @@ package_index() { # K
   printf '%s\n' "$_i"
 }
 
+# --- a test run (mode Run) ------------------------------------------------------------------------
+
+# Runs the manifest's run.script once, as root, in a fresh directory, with the run's timeout; its
+# exit status, time and output go to the portal. A restart after the script began does not run it
+# again (a test that reboots the VM or kills the agent ends with what it said so far).
+run_test() {
+  if [ ! -f "$SD/run.status" ]; then
+    if [ -f "$SD/run.started" ]; then
+      printf '\n[codebrowse-agent: the agent restarted while the script ran; it was not run again]\n' >>"$SD/run.log"
+      printf '%s %s %s\n' 255 false 0 >"$SD/run.status"
+    else
+      _timeout=$(m run.timeoutSeconds) || _timeout=1800
+      case $_timeout in '' | *[!0-9]*) _timeout=1800 ;; esac
+      m run.script >"$SD/run-script.sh" || { log "the manifest has no run.script"; return 1; }
+      _dir=$(fresh_path "${PKG_HOME:-/root}" test-run)
+      mkdir -p "$_dir"
+      : >"$SD/run.log"
+      date -u '+%Y-%m-%dT%H:%M:%SZ' >"$SD/run.started"
+      log "running the test script in $_dir (timeout $_timeout s)"
+      _t0=$(date +%s%N)
+      (
+        cd "$_dir" || exit 1
+        export CODEBROWSE_RUN_DIR="$_dir" CODEBROWSE_USER="${PKG_USER:-}" CODEBROWSE_HOME="${PKG_HOME:-}"
+        if command -v timeout >/dev/null 2>&1; then
+          exec timeout -k 10 "$_timeout" sh "$SD/run-script.sh" </dev/null >>"$SD/run.log" 2>&1
+        fi
+        exec sh "$SD/run-script.sh" </dev/null >>"$SD/run.log" 2>&1
+      )
+      _rc=$?
+      _t1=$(date +%s%N)
+      _timedout=false
+      # timeout(1): 124 when it stopped the script, 137 when it had to kill it.
+      if [ "$_rc" = 124 ] || [ "$_rc" = 137 ]; then
+        _timedout=true
+        printf '\n[codebrowse-agent: stopped after %s s: spec.run.timeout]\n' "$_timeout" >>"$SD/run.log"
+      fi
+      printf '%s %s %s\n' "$_rc" "$_timedout" "$(((_t1 - _t0) / 1000000))" >"$SD/run.status"
+      log "the test script exited $_rc after $(((_t1 - _t0) / 1000000)) ms"
+    fi
+  fi
+  [ -f "$SD/run.reported" ] && return 0
+  read -r _rc _timedout _ms <"$SD/run.status"
+  _bytes=$(wc -c <"$SD/run.log" | tr -d ' ')
+  if [ "$_bytes" -le "$RUN_OUTPUT_MAX" ]; then
+    cp "$SD/run.log" "$SD/run.send"
+  else
+    {
+      head -c 65536 "$SD/run.log"
+      printf '\n[... %s bytes left out ...]\n' "$((_bytes - RUN_OUTPUT_MAX))"
+      tail -c "$((RUN_OUTPUT_MAX - 65536 - 64))" "$SD/run.log"
+    } >"$SD/run.send"
+  fi
+  {
+    printf '{"exitCode":%s,"timedOut":%s,"durationSeconds":%s.%03d,"startedAt":"%s","outputBytes":%s,"output":' \
+      "$_rc" "$_timedout" "$((_ms / 1000))" "$((_ms % 1000))" "$(cat "$SD/run.started")" "$_bytes"
+    json_quote <"$SD/run.send"
+    printf '}'
+  } >"$SD/run.json"
+  if post /agent/v1/result "$SD/run.json"; then
+    touch "$SD/run.reported"
+    log "reported the test run (exit $_rc)"
+    return 0
+  fi
+  log "the test run's result did not reach the portal"
+  return 1
+}
+
 # --- main ----------------------------------------------------------------------------------------
 
 main() {
@@ -779,7 +875,9 @@ main() {
 
   MANIFEST="$PRIV/manifest.flat"
   _session=$(m session) || _session=unknown
-  SD="$STATE_ROOT/sessions/$(printf '%s' "$_session" | tr -c 'A-Za-z0-9._-' '_')"
+  # Per session object (its uid): a VM restored from an archive may serve a new session of the same name.
+  _uid=$(m uid) || _uid=""
+  SD="$STATE_ROOT/sessions/$(printf '%s%s' "$_session" "${_uid:+-$_uid}" | tr -c 'A-Za-z0-9._-' '_')"
   mkdir -p "$SD"
   chmod 0700 "$SD"
   cp "$PRIV/manifest.flat" "$SD/manifest.flat"
@@ -797,7 +895,12 @@ main() {
     _setup_ok=false
     USER_NAME=""
   fi
-  enable_ssh || _setup_ok=false
+  RUN_MODE=$(m mode) || RUN_MODE=""
+  if [ "$RUN_MODE" = Run ]; then
+    step ssh "not enabled: a test run needs no login"
+  else
+    enable_ssh || _setup_ok=false
+  fi
 
   main_count=$(json_count "$MANIFEST" packages)
   if [ -n "$USER_NAME" ]; then
@@ -840,31 +943,39 @@ main() {
   done
 
   if [ -f "$SD/done.reported" ]; then
-    log "done was reported before; nothing more to do"
-    exit 0
-  fi
-  if [ "$_setup_ok" = true ] && [ -z "$main_failed" ]; then
-    _all=true
-    _message="all is well: $main_ok of $main_count packages installed"
+    log "done was reported before"
   else
-    _all=false
-    _message="$main_ok of $main_count packages installed${main_failed:+; failed: $main_failed}"
-    [ "$_setup_ok" = true ] || _message="$_message; a setup step failed"
+    if [ "$_setup_ok" = true ] && [ -z "$main_failed" ]; then
+      _all=true
+      _message="all is well: $main_ok of $main_count packages installed"
+    else
+      _all=false
+      _message="$main_ok of $main_count packages installed${main_failed:+; failed: $main_failed}"
+      [ "$_setup_ok" = true ] || _message="$_message; a setup step failed"
+    fi
+    _message="$_message. $STEPS"
+    log "$_message"
+    {
+      printf '{"installed":%s,"message":' "$_all"
+      printf '%s' "$_message" | head -c 1000 | json_quote
+      printf '}'
+    } >"$SD/done.json"
+    if [ "$main_undelivered" = 0 ] && post /agent/v1/done "$SD/done.json"; then
+      touch "$SD/done.reported"
+      log "reported done (installed: $_all)"
+    else
+      log "the done report did not reach the portal; exiting with failure so the service restarts"
+      exit 1
+    fi
   fi
-  _message="$_message. $STEPS"
-  log "$_message"
-  {
-    printf '{"installed":%s,"message":' "$_all"
-    printf '%s' "$_message" | head -c 1000 | json_quote
-    printf '}'
-  } >"$SD/done.json"
-  if [ "$main_undelivered" = 0 ] && post /agent/v1/done "$SD/done.json"; then
-    touch "$SD/done.reported"
-    log "reported done (installed: $_all)"
-    exit 0
+  if [ "$RUN_MODE" = Run ]; then
+    if grep -q '^{"installed":true' "$SD/done.json"; then
+      run_test || exit 1
+    else
+      log "the test script is not run: the install failed"
+    fi
   fi
-  log "the done report did not reach the portal; exiting with failure so the service restarts"
-  exit 1
+  exit 0
 }
 
 # Sourcing with CODEBROWSE_AGENT_SOURCE_ONLY=1 defines the functions only (for tests).

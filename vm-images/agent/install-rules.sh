@@ -364,9 +364,27 @@ source_dir() {
   fi
 }
 
+# The package's own install steps (its codebrowse.yaml's "install", or given inline in the session),
+# files 0, 1, ... in PKG_STEPS_DIR: each runs as root in DIR, in order; the first that fails stops.
+# Sets PKG_STEP to the step that ran last.
+run_install_steps() { # DIR
+  _i=0
+  while [ -f "$PKG_STEPS_DIR/$_i" ]; do
+    PKG_STEP="install step $((_i + 1)) ($(head -c 200 "$PKG_STEPS_DIR/$_i" | tr '\n' ' '))"
+    RUN_LABEL="(in $1) $(cat "$PKG_STEPS_DIR/$_i")"
+    (cd "$1" && run_logged sh "$PKG_STEPS_DIR/$_i") || return
+    _i=$((_i + 1))
+  done
+  return 0
+}
+
 # The build steps for an unpacked source dir. Sets PKG_STEP to the step that ran last.
 build_unpacked() { # FILE DIR
   _src=$2
+  if [ -n "${PKG_STEPS_DIR:-}" ]; then
+    run_install_steps "$_src"
+    return
+  fi
   if [ -f "$_src/codebrowse-install.sh" ]; then
     PKG_STEP=codebrowse-install.sh
     (cd "$_src" && run_logged sh ./codebrowse-install.sh)
@@ -521,6 +539,23 @@ install_package() { # FILE NAME INDEX
   PKG_INSTALLED=false PKG_EXIT="" PKG_SUMMARY="" PKG_STEP=""
   _kind=$(package_kind "$2")
   note "package $3: $2 ($_kind)"
+  # Its own install steps replace the rule of a file that is not an archive (an archive is unpacked
+  # first, and the steps run in it).
+  if [ -n "${PKG_STEPS_DIR:-}" ]; then
+    case $_kind in
+      deb | rpm | unknown)
+        run_install_steps "$(dirname "$1")"
+        _status=$?
+        PKG_EXIT=$_status
+        if [ "$_status" = 0 ]; then
+          PKG_INSTALLED=true PKG_SUMMARY="its install steps succeeded"
+        else
+          PKG_SUMMARY="$PKG_STEP exited $_status"
+        fi
+        return
+        ;;
+    esac
+  fi
   case $_kind in
     deb) install_deb "$1" ;;
     rpm) install_rpm "$1" ;;

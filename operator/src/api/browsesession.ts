@@ -29,6 +29,7 @@ export const SESSION_CONDITIONS = [
   'Ready',
   'Expired',
   'Failed',
+  'Completed',
 ] as const;
 export type SessionConditionType = (typeof SESSION_CONDITIONS)[number];
 
@@ -40,28 +41,156 @@ export const SESSION_PHASES = [
   'Starting',
   'Installing',
   'Ready',
+  'Running',
+  'Completed',
   'Expired',
   'Failed',
   'Terminating',
 ] as const;
 export type SessionPhase = (typeof SESSION_PHASES)[number];
 
+/** A dependency spec given inline: the same fields as a package's codebrowse.yaml. */
+export const InlineDependencySpec = Type.Object(
+  {
+    requires: Type.Optional(
+      Type.Array(
+        Type.Object(
+          {
+            url: Type.Optional(
+              packageUrl('spec.packages[].codebrowse.requires[].url', { description: 'Where it is.' }),
+            ),
+            cache: Type.Optional(
+              Type.String({
+                maxLength: 71,
+                description: 'A cache entry (sha256:<hex>) instead of a URL.',
+                'x-kubernetes-validations': [
+                  rule(
+                    "self.matches('^sha256:[0-9a-f]{64}$')",
+                    'spec.packages[].codebrowse.requires[].cache must be "sha256:" and 64 lower-case hex digits',
+                  ),
+                ],
+              }),
+            ),
+            sha256: Type.Optional(
+              sha256('spec.packages[].codebrowse.requires[].sha256', { description: 'Expected SHA-256.' }),
+            ),
+          },
+          {
+            description: 'One required package.',
+            'x-kubernetes-validations': [
+              rule(
+                'has(self.url) != has(self.cache)',
+                'spec.packages[].codebrowse.requires[] entries give exactly one of url and cache',
+              ),
+            ],
+          },
+        ),
+        { maxItems: 32, description: 'Packages installed before this one.' },
+      ),
+    ),
+    os: Type.Optional(
+      Type.Array(stringEnum(OPERATING_SYSTEMS, { description: 'An OS it runs on.' }), {
+        maxItems: 8,
+        description: 'The operating systems it runs on (default: any).',
+      }),
+    ),
+    arch: Type.Optional(
+      Type.Array(stringEnum(ARCHITECTURES, { description: 'An architecture it runs on.' }), {
+        maxItems: 8,
+        description: 'The CPU architectures it runs on (default: any).',
+      }),
+    ),
+    install: Type.Optional(
+      Type.Array(Type.String({ minLength: 1, maxLength: 4096, description: 'A shell command.' }), {
+        maxItems: 64,
+        description:
+          'Shell commands run in order, as root, in the unpacked package, instead of the install-by-suffix rules.',
+      }),
+    ),
+  },
+  { description: "The package's dependency spec, inline; it replaces a codebrowse.yaml in the package." },
+);
+
 export const SessionPackage = Type.Object(
   {
-    url: packageUrl('spec.packages[].url', {
-      description: 'Where the package is: an http://, https:// or ftp:// URL. Its suffix decides how it is installed.',
-    }),
+    url: Type.Optional(
+      packageUrl('spec.packages[].url', {
+        description:
+          'Where the package is: an http://, https:// or ftp:// URL. Its suffix decides how it is installed.',
+      }),
+    ),
+    cache: Type.Optional(
+      Type.String({
+        maxLength: 71,
+        description:
+          'A download cache entry by its digest (sha256:<hex>, as `kubectl browse cache` shows) instead of a URL: served from the store, never fetched.',
+        'x-kubernetes-validations': [
+          rule(
+            "self.matches('^sha256:[0-9a-f]{64}$')",
+            'spec.packages[].cache must name a cache entry by its digest: "sha256:" and 64 lower-case hex digits',
+          ),
+        ],
+      }),
+    ),
     sha256: Type.Optional(
       sha256('spec.packages[].sha256', {
         description: 'Expected SHA-256 of the package; the session fails when it differs.',
       }),
     ),
+    codebrowse: Type.Optional(InlineDependencySpec),
   },
-  { description: 'One package, installed in list order.' },
+  {
+    description: 'One package, installed in list order (after what it requires).',
+    'x-kubernetes-validations': [
+      rule(
+        'has(self.url) != has(self.cache)',
+        'each of spec.packages gives exactly one of url (a package to download) and cache (a cache entry, sha256:<hex>)',
+      ),
+    ],
+  },
+);
+
+export const SESSION_MODES = ['Browse', 'Run'] as const;
+export type SessionMode = (typeof SESSION_MODES)[number];
+/** Longest a test run's script may take. */
+export const MAX_RUN_TIMEOUT = '24h';
+export const DEFAULT_RUN_TIMEOUT = '30m';
+/** Bytes of a run's output kept in status.run.outputTail. */
+export const RUN_OUTPUT_TAIL_BYTES = 4096;
+
+export const SessionRun = Type.Object(
+  {
+    script: Type.String({
+      minLength: 1,
+      maxLength: 65536,
+      description:
+        'Shell script run as root in the VM once every package is installed, in a fresh directory with the downloads ($CODEBROWSE_DOWNLOADS). Its exit status is the result of the run.',
+    }),
+    timeout: Type.Optional(
+      duration('spec.run.timeout', MAX_RUN_TIMEOUT, {
+        description: `How long the script may run before it is stopped (result TimedOut). Default ${DEFAULT_RUN_TIMEOUT}.`,
+      }),
+    ),
+  },
+  { description: 'The test a session of mode Run runs.' },
 );
 
 export const BrowseSessionSpec = Type.Object(
   {
+    mode: Type.Optional(
+      stringEnum(SESSION_MODES, {
+        default: 'Browse',
+        description:
+          'Browse: a machine to log in to for the booked time. Run: no login; install, run spec.run.script, record its exit status and output, mail the result and end at once (condition Completed).',
+      }),
+    ),
+    run: Type.Optional(SessionRun),
+    fromArchive: Type.Optional(
+      objectName('spec.fromArchive', {
+        description:
+          "A SessionArchive of this namespace, of this session's user: the VM starts from its own copy of the archived disk (the archive stays as it was).",
+      }),
+    ),
     user: dnsLabel('spec.user', {
       description:
         'Who the session is for: the login name in the VM and the host name <user>.<zone>. Must equal the requester unless the requester is an admin.',
@@ -86,9 +215,8 @@ export const BrowseSessionSpec = Type.Object(
       }),
     ),
     packages: Type.Array(SessionPackage, {
-      minItems: 1,
       maxItems: MAX_PACKAGES,
-      description: `Packages to install, in this order (1 to ${MAX_PACKAGES}).`,
+      description: `Packages to install, in this order (1 to ${MAX_PACKAGES}; none for a session from an archive); what each requires (its codebrowse.yaml) is fetched and installed before it.`,
     }),
     installScript: Type.Optional(
       Type.String({
@@ -137,19 +265,71 @@ export const BrowseSessionSpec = Type.Object(
       unchanged('spec', 'arch', true),
       unchanged('spec', 'image', true),
       unchanged('spec', 'persistent', true),
+      unchanged('spec', 'mode', true),
+      unchanged('spec', 'run', true),
+      unchanged('spec', 'fromArchive', true),
+      rule(
+        'size(self.packages) > 0 || has(self.fromArchive)',
+        'spec.packages needs at least one package (a session from an archive, spec.fromArchive, may have none)',
+        { fieldPath: '.packages' },
+      ),
+      rule(
+        "(has(self.mode) && self.mode == 'Run') == has(self.run)",
+        'spec.run goes with spec.mode: Run: give both (spec.run.script is the test to run), or neither for a session to browse',
+      ),
     ],
   },
 );
 
 export const PackageStatus = Type.Object({
-  url: Type.String({ maxLength: 2048, description: 'The package URL.' }),
+  url: Type.String({ maxLength: 2048, description: 'The package URL (for a cache entry: the URL it came from).' }),
+  cache: Type.Optional(Type.String({ maxLength: 71, description: 'The cache entry, when named by one.' })),
+  requiredBy: Type.Optional(
+    Type.String({
+      maxLength: 2048,
+      description: 'Not in spec.packages: the package whose codebrowse.yaml requires it (the first one).',
+    }),
+  ),
   downloadRequest: Type.Optional(Type.String({ maxLength: 253, description: 'The DownloadRequest that fetches it.' })),
   digest: Type.Optional(Type.String({ maxLength: 80, description: 'sha256:<hex> of the downloaded content.' })),
   bytes: Type.Optional(Type.Integer({ format: 'int64', minimum: 0, description: 'Size.' })),
   installed: Type.Optional(Type.Boolean({ description: 'Whether the install step succeeded.' })),
   exitCode: Type.Optional(Type.Integer({ description: 'Exit status of the install step.' })),
   message: Type.Optional(Type.String({ maxLength: 8192, description: 'Result or output tail of the install step.' })),
+  install: Type.Optional(
+    Type.Array(Type.String({ maxLength: 4096, description: 'A shell command.' }), {
+      maxItems: 64,
+      description: 'Its install steps (from its codebrowse.yaml or inline), run instead of the suffix rules.',
+    }),
+  ),
 });
+
+export const RunStatus = Type.Object(
+  {
+    exitCode: Type.Optional(Type.Integer({ description: "The script's exit status (absent when it timed out)." })),
+    result: Type.Optional(
+      stringEnum(['Succeeded', 'ScriptFailed', 'TimedOut'] as const, {
+        description: 'Succeeded (exit 0), ScriptFailed (another exit status) or TimedOut.',
+      }),
+    ),
+    startedAt: Type.Optional(timestamp({ description: 'When the script started.' })),
+    finishedAt: Type.Optional(timestamp({ description: 'When it ended.' })),
+    durationSeconds: Type.Optional(Type.Number({ minimum: 0, description: 'How long it ran.' })),
+    outputBytes: Type.Optional(
+      Type.Integer({ format: 'int64', minimum: 0, description: 'Size of its output (stdout and stderr).' }),
+    ),
+    outputTail: Type.Optional(
+      Type.String({
+        maxLength: RUN_OUTPUT_TAIL_BYTES * 4,
+        description: `The last ${RUN_OUTPUT_TAIL_BYTES} bytes of the output; the whole of it is on the session page.`,
+      }),
+    ),
+    outputConfigMap: Type.Optional(
+      Type.String({ maxLength: 253, description: 'ConfigMap (in the session namespace) with the whole output.' }),
+    ),
+  },
+  { description: 'The result of a session of mode Run.' },
+);
 
 export const BrowseSessionStatus = Type.Object(
   {
@@ -180,10 +360,13 @@ export const BrowseSessionStatus = Type.Object(
     schedulingRetryAt: Type.Optional(
       timestamp({ description: 'When placement is tried again after no node had room (randomized backoff).' }),
     ),
+    run: Type.Optional(RunStatus),
+    completedAt: Type.Optional(timestamp({ description: 'When a session of mode Run ended.' })),
     packages: Type.Optional(
       Type.Array(PackageStatus, {
         maxItems: 256,
-        description: 'Per package: download and install result, in install order.',
+        description:
+          'Per package, the required ones too: download and install result, in install order (requirements first).',
       }),
     ),
   },
@@ -191,9 +374,16 @@ export const BrowseSessionStatus = Type.Object(
 );
 
 export type SessionPackage = Static<typeof SessionPackage>;
+
+/** What a package of the session is called: its URL, or its cache entry. */
+export function packageRef(pkg: { url?: string; cache?: string }): string {
+  return pkg.url ?? pkg.cache ?? '';
+}
 export type PackageStatus = Static<typeof PackageStatus>;
 export type BrowseSessionSpec = Static<typeof BrowseSessionSpec>;
 export type BrowseSessionStatus = Static<typeof BrowseSessionStatus>;
+export type SessionRun = Static<typeof SessionRun>;
+export type RunStatus = Static<typeof RunStatus>;
 
 export const browseSessionKind: KindDefinition = {
   kind: 'BrowseSession',
@@ -214,6 +404,14 @@ export const browseSessionKind: KindDefinition = {
     { name: 'Hostname', type: 'string', jsonPath: '.status.hostname', description: 'DNS name of the VM.' },
     // A string, not a date: kubectl prints future dates as <invalid>.
     { name: 'Expires', type: 'string', jsonPath: '.status.expiresAt', description: 'When the VM is torn down.' },
+    { name: 'Mode', type: 'string', jsonPath: '.spec.mode', description: 'Browse or Run.', priority: 1 },
+    {
+      name: 'Exit',
+      type: 'integer',
+      jsonPath: '.status.run.exitCode',
+      description: 'Exit status of a run.',
+      priority: 1,
+    },
     {
       name: 'Queue',
       type: 'integer',

@@ -4,6 +4,7 @@ import type { Condition } from '../runtime/conditions.ts';
 import type { BrowseSessionSpec, BrowseSessionStatus } from './browsesession.ts';
 import type { DownloadRequestSpec, DownloadRequestStatus } from './downloadrequest.ts';
 import type { ServerPoolSpec, ServerPoolStatus } from './serverpool.ts';
+import type { SessionArchiveSpec, SessionArchiveStatus } from './sessionarchive.ts';
 
 export interface ServerPool extends KubeObject {
   spec: ServerPoolSpec;
@@ -18,6 +19,11 @@ export interface BrowseSession extends KubeObject {
 export interface DownloadRequest extends KubeObject {
   spec: DownloadRequestSpec;
   status?: DownloadRequestStatus;
+}
+
+export interface SessionArchive extends KubeObject {
+  spec: SessionArchiveSpec;
+  status?: SessionArchiveStatus;
 }
 
 /** The part of a core/v1 Node that placement reads. */

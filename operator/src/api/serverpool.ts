@@ -224,6 +224,23 @@ export const ServerPoolSpec = Type.Object(
               description: 'Most downloads the cache keeps.',
             }),
           ),
+          maxDependencyDepth: Type.Optional(
+            Type.Integer({
+              minimum: 0,
+              maximum: 32,
+              default: 5,
+              description:
+                "Longest chain of requirements (codebrowse.yaml's requires) below a session's package; 0: no requirements allowed.",
+            }),
+          ),
+          maxPackages: Type.Optional(
+            Type.Integer({
+              minimum: 1,
+              maximum: 256,
+              default: 32,
+              description: 'Most packages one session installs, its own and every package they require.',
+            }),
+          ),
           allowedNetworks: Type.Optional(
             Type.Array(Type.String({ maxLength: 64 }), {
               maxItems: 64,
@@ -239,6 +256,27 @@ export const ServerPoolSpec = Type.Object(
           ),
         },
         { default: {}, description: 'Limits and guards of the downloads for sessions of this pool.' },
+      ),
+    ),
+    archive: Type.Optional(
+      Type.Object(
+        {
+          maxPerUser: Type.Optional(
+            Type.Integer({
+              minimum: 0,
+              maximum: 1000,
+              default: 3,
+              description: 'Most SessionArchives one user keeps (of this pool); 0: archiving is off.',
+            }),
+          ),
+          retention: Type.Optional(
+            duration('spec.archive.retention', '8760h', {
+              default: '720h',
+              description: 'How long an archive is kept (its default and longest retention).',
+            }),
+          ),
+        },
+        { default: {}, description: 'The snapshot archive of running sessions (SessionArchive).' },
       ),
     ),
     scheduling: Type.Optional(

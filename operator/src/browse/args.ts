@@ -3,6 +3,7 @@
 import { parseArgs } from 'node:util';
 import { durationMs } from '../api/duration.ts';
 import { OPERATING_SYSTEMS, type OperatingSystem } from '../api/serverpool.ts';
+import { DEFAULT_TOP, DEFAULT_WINDOW, MAX_TOP, badWindow, windowMs } from '../fetch/rankings.ts';
 import type { OutputFormat } from './format.ts';
 import { type Command, USAGES } from './usage.ts';
 
@@ -22,6 +23,8 @@ export interface ConnectionArgs {
 
 export interface CreateArgs extends ConnectionArgs {
   urls: string[];
+  /** A SessionArchive to start from (kubectl browse archive restore). */
+  fromArchive?: string;
   os: OperatingSystem;
   durationMs?: number;
   persistent: boolean;
@@ -62,6 +65,31 @@ export interface CacheArgs extends ConnectionArgs {
   allNamespaces: boolean;
   filter?: string;
   output?: OutputFormat;
+  /** --popular: the most browsed packages (from the portal, not the DownloadRequests). */
+  popular: boolean;
+  /** --also URL: what the sessions that browsed URL also browsed. */
+  also?: string;
+  /** --window and --top of the rankings. */
+  window: string;
+  top: number;
+  /** --portal: where the rankings are read (default $CODEBROWSE_PORTAL, else a session's page link). */
+  portal?: string;
+}
+
+export interface ArchiveArgs extends ConnectionArgs {
+  action: 'list' | 'create' | 'restore' | 'delete';
+  /** The session (create) or the archive (restore, delete). */
+  name?: string;
+  /** create: the archive's name; restore: the new session's. */
+  as?: string;
+  retentionMs?: number;
+  allNamespaces: boolean;
+  output?: OutputFormat;
+  wait: boolean;
+  timeoutMs: number;
+  /** restore: the new session's booking and mail. */
+  durationMs?: number;
+  email?: string;
 }
 
 export type Parsed =
@@ -70,7 +98,8 @@ export type Parsed =
   | { command: 'list'; help: false; args: ListArgs }
   | { command: 'end'; help: false; args: EndArgs }
   | { command: 'extend'; help: false; args: ExtendArgs }
-  | { command: 'cache'; help: false; args: CacheArgs };
+  | { command: 'cache'; help: false; args: CacheArgs }
+  | { command: 'archive'; help: false; args: ArchiveArgs };
 
 const CONNECTION_OPTIONS = {
   namespace: { type: 'string', short: 'n' },
@@ -79,7 +108,7 @@ const CONNECTION_OPTIONS = {
   help: { type: 'boolean', short: 'h' },
 } as const;
 
-const SUBCOMMANDS = new Set<string>(['list', 'end', 'extend', 'cache']);
+const SUBCOMMANDS = new Set<string>(['list', 'end', 'extend', 'cache', 'archive']);
 
 /** Levenshtein distance, for "did you mean". */
 function distance(a: string, b: string): number {
@@ -130,6 +159,42 @@ function duration(command: Command, flag: string, text: string | undefined, fall
   if (ms === undefined || ms <= 0)
     throw new UsageError(command, `${flag} ${JSON.stringify(value)} is not a duration: write it like 30m, 2h or 1h30m`);
   return ms;
+}
+
+function rankingWindow(command: Command, text: string | undefined): string {
+  const value = text ?? DEFAULT_WINDOW;
+  if (windowMs(value) === undefined) throw new UsageError(command, `--window ${badWindow(value)}`);
+  return value;
+}
+
+function topCount(command: Command, text: string | undefined): number {
+  if (text === undefined) return DEFAULT_TOP;
+  const count = Number(text);
+  if (!/^\d+$/.test(text) || count < 1 || count > MAX_TOP)
+    throw new UsageError(
+      command,
+      `--top ${JSON.stringify(text)} is not a count: give a whole number from 1 to ${MAX_TOP}`,
+    );
+  return count;
+}
+
+function packageUrl(command: Command, text: string): string {
+  if (!/^(https?|ftp):\/\//i.test(text) || !URL.canParse(text))
+    throw new UsageError(
+      command,
+      `--also ${JSON.stringify(text)} is not a package URL: write it as the session named it, e.g. --also https://example.org/hello.tar.gz`,
+    );
+  return text;
+}
+
+/** An http(s) base URL (--portal, $CODEBROWSE_PORTAL), without a trailing slash. */
+export function portalUrl(command: Command, what: string, text: string): string {
+  if (!/^https?:\/\//i.test(text) || !URL.canParse(text))
+    throw new UsageError(
+      command,
+      `${what} ${JSON.stringify(text)} is not the portal's address: write it like https://codebrowse.example.org`,
+    );
+  return text.replace(/\/+$/, '');
 }
 
 function output(command: Command, text: string | undefined): OutputFormat | undefined {
@@ -238,7 +303,67 @@ function parseCreate(argv: string[]): Parsed {
   };
 }
 
+const ARCHIVE_ACTIONS = ['list', 'create', 'restore', 'delete'] as const;
+
+function parseArchive(argv: string[]): Parsed {
+  const command = 'archive';
+  const { values, positionals } = parsing(command, () =>
+    parseArgs({
+      args: argv,
+      allowPositionals: true,
+      strict: true,
+      options: {
+        ...CONNECTION_OPTIONS,
+        name: { type: 'string' },
+        retention: { type: 'string' },
+        duration: { type: 'string' },
+        email: { type: 'string' },
+        'all-namespaces': { type: 'boolean', short: 'A', default: false },
+        output: { type: 'string', short: 'o' },
+        'no-wait': { type: 'boolean', default: false },
+        timeout: { type: 'string' },
+      },
+    }),
+  );
+  if (values.help) return { command, help: true };
+  const [action, ...rest] = positionals;
+  if (!action || !(ARCHIVE_ACTIONS as readonly string[]).includes(action))
+    throw new UsageError(
+      command,
+      action
+        ? `archive ${JSON.stringify(action)} is not an action: use kubectl browse archive list|create|restore|delete`
+        : 'archive needs an action: kubectl browse archive list|create SESSION|restore ARCHIVE|delete ARCHIVE',
+    );
+  const what = action === 'create' ? 'SESSION' : 'ARCHIVE';
+  if (action === 'list') noneLeft(command, rest);
+  else if (rest.length !== 1)
+    throw new UsageError(
+      command,
+      rest.length === 0
+        ? `archive ${action} needs the ${what.toLowerCase()}'s name: kubectl browse archive ${action} ${what}${action === 'create' ? ' (see kubectl browse list)' : ' (see kubectl browse archive list)'}`
+        : `archive ${action} takes one ${what}, got ${rest.length}: ${rest.join(' ')}`,
+    );
+  return {
+    command,
+    help: false,
+    args: {
+      ...connection(values),
+      action: action as ArchiveArgs['action'],
+      name: rest[0],
+      as: values.name,
+      retentionMs: duration(command, '--retention', values.retention),
+      durationMs: duration(command, '--duration', values.duration),
+      email: values.email,
+      allNamespaces: values['all-namespaces'] === true,
+      output: output(command, values.output),
+      wait: !values['no-wait'],
+      timeoutMs: duration(command, '--timeout', values.timeout, action === 'restore' ? '15m' : '5m')!,
+    },
+  };
+}
+
 function parseSubcommand(command: Exclude<Command, 'create'>, argv: string[]): Parsed {
+  if (command === 'archive') return parseArchive(argv);
   switch (command) {
     case 'list': {
       const { values, positionals } = parsing(command, () =>
@@ -336,11 +461,26 @@ function parseSubcommand(command: Exclude<Command, 'create'>, argv: string[]): P
             'all-namespaces': { type: 'boolean', short: 'A', default: false },
             filter: { type: 'string' },
             output: { type: 'string', short: 'o' },
+            popular: { type: 'boolean', default: false },
+            also: { type: 'string' },
+            window: { type: 'string' },
+            top: { type: 'string' },
+            portal: { type: 'string' },
           },
         }),
       );
       if (values.help) return { command, help: true };
       noneLeft(command, positionals);
+      const ranking = values.popular === true || values.also !== undefined;
+      if (values.popular && values.also !== undefined)
+        throw new UsageError(command, '--popular and --also are two views: give one of them');
+      for (const flag of ['window', 'top', 'portal'] as const)
+        if (!ranking && values[flag] !== undefined)
+          throw new UsageError(command, `--${flag} goes with --popular or --also URL`);
+      if (ranking && values.filter !== undefined)
+        throw new UsageError(command, '--filter lists recent downloads: leave it out with --popular and --also');
+      if (ranking && values['all-namespaces'])
+        throw new UsageError(command, '--popular and --also count the sessions of every namespace: leave out -A');
       return {
         command,
         help: false,
@@ -349,6 +489,11 @@ function parseSubcommand(command: Exclude<Command, 'create'>, argv: string[]): P
           allNamespaces: values['all-namespaces'] === true,
           filter: values.filter,
           output: output(command, values.output),
+          popular: values.popular === true,
+          also: values.also === undefined ? undefined : packageUrl(command, values.also),
+          window: rankingWindow(command, values.window),
+          top: topCount(command, values.top),
+          portal: values.portal === undefined ? undefined : portalUrl(command, '--portal', values.portal),
         },
       };
     }

@@ -68,7 +68,7 @@ export async function createCommand(args: CreateArgs, io: Io): Promise<number> {
   }
 }
 
-async function showSession(
+export async function showSession(
   client: KubeClient,
   created: BrowseSession,
   args: CreateArgs,
@@ -79,7 +79,9 @@ async function showSession(
   const { user, pool, packages, os } = created.spec;
   // With --output the object goes to stdout, so the story goes to stderr.
   const view = progressView(args.output ? io.stderr : io.stdout, args.output !== undefined || !args.wait);
-  const count = `${packages.length} package${packages.length === 1 ? '' : 's'}`;
+  const count = created.spec.fromArchive
+    ? `from archive ${created.spec.fromArchive}`
+    : `${packages.length} package${packages.length === 1 ? '' : 's'}`;
   const booked = created.spec.duration ? `, ${created.spec.duration}` : '';
   view.step(`Created session ${name} in namespace ${namespace}: ${count}, ${os}, pool ${pool}, user ${user}${booked}`);
   if (!args.wait) {

@@ -5,7 +5,8 @@
 import { ApiError } from '../runtime/client.ts';
 import { KubeconfigError } from '../runtime/kubeconfig.ts';
 import { UsageError, parseCommandLine } from './args.ts';
-import { cacheCommand } from './cache.ts';
+import { archiveCommand } from './archive.ts';
+import { PortalError, cacheCommand } from './cache.ts';
 import { type Io, createCommand } from './create.ts';
 import { NotFoundError, endCommand } from './end.ts';
 import { ExtendError, extendCommand } from './extend.ts';
@@ -38,6 +39,8 @@ export async function main(
         return await extendCommand(parsed.args, io);
       case 'cache':
         return await cacheCommand(parsed.args, io);
+      case 'archive':
+        return await archiveCommand(parsed.args, io);
     }
   } catch (error) {
     if (error instanceof UsageError) {
@@ -50,7 +53,12 @@ export async function main(
       io.stderr.write(`kubectl browse: ${what}: ${printable(error.message)}\n`);
       return 1;
     }
-    if (error instanceof KubeconfigError || error instanceof NotFoundError || error instanceof ExtendError) {
+    if (
+      error instanceof KubeconfigError ||
+      error instanceof NotFoundError ||
+      error instanceof ExtendError ||
+      error instanceof PortalError
+    ) {
       io.stderr.write(`kubectl browse: ${error.message}\n`);
       return 1;
     }

@@ -28,6 +28,7 @@ export function buildSession({ args, namespace, user, email, pool, sshKeys }: Se
       os: args.os,
       ...(args.image ? { image: args.image } : {}),
       packages: args.urls.map((url) => ({ url })),
+      ...(args.fromArchive ? { fromArchive: args.fromArchive } : {}),
       ...(args.durationMs !== undefined ? { duration: formatDuration(args.durationMs) } : {}),
       ...(args.persistent ? { persistent: true } : {}),
       ...(sshKeys.length ? { sshKeys } : {}),

@@ -2,6 +2,7 @@
 // session (and its DownloadRequests) to the steps reached, in the order of the flow, each with a
 // key so a follower prints every step once, and to the state of each package's download.
 import type { BrowseSession, DownloadRequest } from '../api/objects.ts';
+import { packageRef } from '../api/browsesession.ts';
 import { downloadRequestName } from '../controllers/browsesession/downloads.ts';
 import type { Condition } from '../runtime/conditions.ts';
 import { formatBytes, packageName, printable, shortDigest } from './format.ts';
@@ -36,11 +37,20 @@ function lastLine(message: string | undefined): string {
   return printable(lines.at(-1)?.trim() ?? '');
 }
 
-/** Each package's download, from its DownloadRequest (named <session>-pkg-<i>) or the session status. */
+/**
+ * Each package's download (the required ones too, once the session lists them), from its
+ * DownloadRequest or the session status.
+ */
 export function downloadsOf(session: BrowseSession, requests: readonly DownloadRequest[]): DownloadView[] {
   const byName = new Map(requests.map((r) => [r.metadata.name, r]));
-  return session.spec.packages.map((pkg, index) => {
-    const request = byName.get(downloadRequestName(session, index));
+  const listed = session.status?.packages?.length
+    ? session.status.packages
+    : session.spec.packages.map((p, i) => ({ url: packageRef(p), downloadRequest: downloadRequestName(session, i) }));
+  return listed.map((pkg, index) => {
+    // A status written before requirements existed names no request: the package's own is by index.
+    const name =
+      pkg.downloadRequest ?? (index < session.spec.packages.length ? downloadRequestName(session, index) : undefined);
+    const request = name ? byName.get(name) : undefined;
     const status = request?.status;
     const recorded = session.status?.packages?.[index];
     const phase: DownloadView['phase'] =
@@ -115,7 +125,7 @@ export function stepsOf(session: BrowseSession, requests: readonly DownloadReque
     const condition = conditionOf(session, type);
     return condition?.status === value ? condition : undefined;
   };
-  const total = session.spec.packages.length;
+  const total = Math.max(session.status?.packages?.length ?? 0, session.spec.packages.length);
 
   const poolMissing = is('Scheduled', 'False');
   if (poolMissing?.reason === 'PoolNotFound') add('pool-missing', `Waiting: ${lastLine(poolMissing.message)}`);

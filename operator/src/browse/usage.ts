@@ -34,7 +34,8 @@ Other commands:
   kubectl browse list       your sessions
   kubectl browse end NAME   end a session now
   kubectl browse extend NAME --by 30m
-  kubectl browse cache      recent downloads
+  kubectl browse cache      recent downloads (--popular: the most browsed; --also URL)
+  kubectl browse archive    list|create|restore|delete archived sessions
 `;
 
 export const LIST_USAGE = `Usage: kubectl browse list [flags]
@@ -73,15 +74,55 @@ ${CONNECTION}
 `;
 
 export const CACHE_USAGE = `Usage: kubectl browse cache [flags]
+       kubectl browse cache --popular [--window 7d] [--top 10] [flags]
+       kubectl browse cache --also URL [--window 7d] [--top 10] [flags]
 
 Recent downloads (from the DownloadRequests you can see), one line per URL: size, digest, when it
 was last fetched, how often it was requested, and how many of those came from the cache.
 
+With --popular: the packages the most sessions browsed within the window (each session counts a
+package once; sessions of every namespace and user, ended ones too). With --also URL: what the
+sessions that browsed URL also browsed, by the number of those sessions. Equal counts are listed in
+URL order. Both come from the portal, which keeps the store's usage history.
+
 Flags:
   -A, --all-namespaces      downloads of every namespace
       --filter TEXT         only URLs or digests containing TEXT
+      --popular             the most browsed packages
+      --also URL            what the sessions that browsed URL also browsed
+      --window DURATION     how far back to count, e.g. 24h, 7d or 1d12h (default 7d)
+      --top N               at most N packages, 1 to 100 (default 10)
+      --portal URL          the codebrowse portal (default: $CODEBROWSE_PORTAL, else the address in
+                            the page link of the newest session in the namespace)
   -o, --output json|yaml    print the rows as objects
 ${CONNECTION}
+`;
+
+export const ARCHIVE_USAGE = `Usage: kubectl browse archive list|create|restore|delete [flags]
+
+The snapshot archive: a running session's VM kept as a VirtualMachineSnapshot (a SessionArchive),
+for its user only, under the pool's per-user quota and for its retention period. A new session
+can start from an archive: it gets its own copy of the archived disk; the archive stays as it was.
+
+  kubectl browse archive list                     your archives: name, phase, session, packages, expiry
+  kubectl browse archive create SESSION           archive a Ready session of yours (its VM goes on)
+        --name NAME           the archive's name (default: <session>-<random>)
+        --retention DURATION  keep it this long, e.g. 168h (default and longest: the pool's)
+  kubectl browse archive restore ARCHIVE          a new session from the archive, followed to Ready
+        --name NAME           the new session's name (default: <user>-<random>)
+        --duration DURATION   its booked time (default: the pool's)
+        --email ADDR          where its link is mailed (default: git config user.email)
+  kubectl browse archive delete ARCHIVE           delete the archive and its snapshot
+
+Flags:
+  -A, --all-namespaces      list: in every namespace you may read
+  -o, --output json|yaml    print the object(s)
+      --no-wait             create/restore/delete: return at once
+      --timeout DURATION    give up waiting after this long (default 5m; restore 15m)
+${CONNECTION}
+
+Exit status: 0 done, 1 refused by the server (another user's archive is not yours to read) or
+failed, 2 bad usage.
 `;
 
 export const USAGES = {
@@ -90,6 +131,7 @@ export const USAGES = {
   end: END_USAGE,
   extend: EXTEND_USAGE,
   cache: CACHE_USAGE,
+  archive: ARCHIVE_USAGE,
 } as const;
 
 export type Command = keyof typeof USAGES;

@@ -3,6 +3,7 @@
 import type { BrowseSession, ServerPool } from '../api/objects.ts';
 import type { Manager } from '../runtime/manager.ts';
 import { Resources } from '../runtime/resources.ts';
+import { sessionArchiveController } from './archive/controller.ts';
 import { browseSessionController } from './browsesession/controller.ts';
 import { serverPoolController } from './serverpool/controller.ts';
 import { warmPoolController } from './warmpool/controller.ts';
@@ -44,6 +45,7 @@ export function registerControllers(manager: Manager, settings: ControllerSettin
       mailer: settings.mailer,
     }),
   );
+  manager.addController(sessionArchiveController());
   manager.addController(
     warmPoolController({ portalUrl: settings.portalUrl, vmNamespace: settings.vmNamespace ?? DEFAULT_VM_NAMESPACE }),
   );

@@ -3,7 +3,8 @@
 // URL ...` starts fast and loads no Kubernetes client (the benchmark runs it as a child process).
 import { cacheCommand, fetchCommand } from './cli.ts';
 
-const USAGE = 'Usage: cli-main.ts fetch URL [flags] | cache list [flags]   (--help for the flags)\n';
+const USAGE =
+  'Usage: cli-main.ts fetch URL [flags] | cache list|--popular|--also URL [flags]   (--help for the flags)\n';
 
 async function main(argv: string[]): Promise<number> {
   const [command, ...rest] = argv;

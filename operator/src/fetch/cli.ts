@@ -1,5 +1,6 @@
-// `codebrowse fetch` and `codebrowse cache list`: the download core by hand, for debugging a
-// DownloadRequest, warming a store, or measuring. Exit codes: 0 done, 1 the download failed, 2 usage.
+// `codebrowse fetch` and `codebrowse cache list|--popular|--also URL`: the download core and the
+// store's usage history by hand, for debugging a DownloadRequest, warming a store, measuring, or
+// reading the rankings without a portal. Exit codes: 0 done, 1 the download failed, 2 usage.
 import { readFile } from 'node:fs/promises';
 import { homedir } from 'node:os';
 import { join } from 'node:path';
@@ -7,6 +8,8 @@ import { parseArgs } from 'node:util';
 import { FetchError } from './errors.ts';
 import { DEFAULT_RETRIES, DEFAULT_TIMEOUTS, fetchToStore } from './fetch.ts';
 import { NetworkGuard } from './guard.ts';
+import { StoreHistory } from './history.ts';
+import { DEFAULT_TOP, DEFAULT_WINDOW, MAX_TOP, badWindow, canonicalUrl, windowMs } from './rankings.ts';
 import { ContentStore, type StoreEntry } from './store.ts';
 import { durationMs } from '../api/duration.ts';
 
@@ -36,10 +39,19 @@ UnsupportedScheme, ProtocolError) and exits 1.
 `;
 
 const CACHE_USAGE = `Usage: codebrowse cache list [flags]
+       codebrowse cache --popular [--window 7d] [--top N] [flags]
+       codebrowse cache --also URL [--window 7d] [--top N] [flags]
 
-Lists the entries of the download store, least recently used first.
+Lists the entries of the download store, least recently used first. With --popular, from the
+store's usage history (index.sqlite): the packages the most sessions used within the window (each
+session counts a package once). With --also URL: what the sessions that used URL also used, by the
+number of those sessions. Equal counts are listed in URL order.
 
 Flags:
+  --popular              the most browsed packages
+  --also URL             what the sessions that browsed URL also browsed
+  --window DURATION      how far back to count, e.g. 24h, 7d or 1d12h (default ${DEFAULT_WINDOW})
+  --top N                at most N packages (default ${DEFAULT_TOP}, at most ${MAX_TOP})
   --store DIR            store directory (default $CODEBROWSE_STORE or ~/.cache/codebrowse/store)
   --output text|json     table or JSON (default text)
   -h, --help             show this help
@@ -153,6 +165,10 @@ async function runCache(argv: string[]): Promise<number> {
     options: {
       store: { type: 'string' },
       output: { type: 'string', default: 'text' },
+      popular: { type: 'boolean', default: false },
+      also: { type: 'string' },
+      window: { type: 'string' },
+      top: { type: 'string' },
       help: { type: 'boolean', short: 'h' },
     },
   });
@@ -160,9 +176,19 @@ async function runCache(argv: string[]): Promise<number> {
     process.stdout.write(CACHE_USAGE);
     return 0;
   }
-  if (positionals.length !== 1 || positionals[0] !== 'list')
-    throw new UsageError(`unknown command ${JSON.stringify(positionals.join(' '))}; the one command is "list"`);
   const output = outputFormat(values.output);
+  if (values.popular || values.also !== undefined) {
+    if (positionals.length > 0)
+      throw new UsageError(`--popular and --also take no command, got ${JSON.stringify(positionals.join(' '))}`);
+    if (values.popular && values.also !== undefined) throw new UsageError('--popular and --also: give one of them');
+    return showRankings(storeDir(values.store), output, values.also, values.window, values.top);
+  }
+  for (const flag of ['window', 'top'] as const)
+    if (values[flag] !== undefined) throw new UsageError(`--${flag} goes with --popular or --also URL`);
+  if (positionals.length !== 1 || positionals[0] !== 'list')
+    throw new UsageError(
+      `unknown command ${JSON.stringify(positionals.join(' '))}; the one command is "list" (or --popular, --also URL)`,
+    );
   const store = await ContentStore.open(storeDir(values.store));
   const entries = await store.list();
   if (output === 'json') {
@@ -181,8 +207,51 @@ async function runCache(argv: string[]): Promise<number> {
   return 0;
 }
 
+/** The rankings from the store's database (read only: a store no downloader opened has none). */
+function showRankings(
+  dir: string,
+  output: 'text' | 'json',
+  also: string | undefined,
+  windowText = DEFAULT_WINDOW,
+  topText = String(DEFAULT_TOP),
+): number {
+  const ms = windowMs(windowText);
+  if (ms === undefined) throw new UsageError(`--window ${badWindow(windowText)}`);
+  const top = Number(topText);
+  if (!/^\d+$/.test(topText) || top < 1 || top > MAX_TOP)
+    throw new UsageError(`--top ${topText}: needs a whole number from 1 to ${MAX_TOP}`);
+  const query = { since: new Date(Date.now() - ms), top };
+  const window = windowText;
+  if (also === undefined) {
+    const popular = StoreHistory.read(dir, (history) => history.popular(query)) ?? [];
+    if (output === 'json') process.stdout.write(`${JSON.stringify({ window, popular }, null, 2)}\n`);
+    else if (popular.length === 0) process.stderr.write(`No package was used in the last ${window}.\n`);
+    else
+      process.stdout.write(
+        columns([
+          ['RANK', 'SESSIONS', 'LAST USED', 'URL'],
+          ...popular.map((p, i) => [String(i + 1), String(p.sessions), p.lastUsedAt, p.url]),
+        ]),
+      );
+    return 0;
+  }
+  const url = canonicalUrl(also);
+  const found = StoreHistory.read(dir, (history) => history.alsoBrowsed(url, query)) ?? { sessions: 0, also: [] };
+  if (output === 'json') process.stdout.write(`${JSON.stringify({ window, url, ...found }, null, 2)}\n`);
+  else {
+    process.stderr.write(
+      `${found.sessions} session${found.sessions === 1 ? '' : 's'} used ${url} in the last ${window}.\n`,
+    );
+    if (found.also.length > 0)
+      process.stdout.write(
+        columns([['RANK', 'SESSIONS', 'URL'], ...found.also.map((p, i) => [String(i + 1), String(p.sessions), p.url])]),
+      );
+  }
+  return 0;
+}
+
 function renderTable(entries: StoreEntry[]): string {
-  const rows = [
+  return columns([
     ['DIGEST', 'SIZE', 'HITS', 'LAST USED', 'FETCHED', 'URL'],
     ...entries.map((e) => [
       e.digest.slice(0, 'sha256:'.length + 12),
@@ -192,7 +261,11 @@ function renderTable(entries: StoreEntry[]): string {
       e.fetchedAt,
       e.url,
     ]),
-  ];
+  ]);
+}
+
+/** Rows padded into columns two spaces apart; the last column (a URL) is not padded. */
+function columns(rows: string[][]): string {
   const widths = rows[0]!.map((_, column) => Math.max(...rows.map((row) => row[column]!.length)));
   return (
     rows

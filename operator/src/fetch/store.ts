@@ -7,12 +7,13 @@
 //                         last use (O_APPEND writes do not lose each other's updates)
 //   leases/<hex>.<id>     "being served, do not evict": renewed while held, expires if its holder died
 //   tmp/                  files being written; a crash leaves them here, open() removes stale ones
+//   index.sqlite          the entries' index and the sessions' usage history (history.ts)
 //
 // Two processes storing the same URL both write the same content and the same entry; the last
 // rename wins and nothing is lost. Eviction tolerates files a neighbour has just removed.
 import { createHash, randomBytes } from 'node:crypto';
 import { once } from 'node:events';
-import { createWriteStream, type WriteStream } from 'node:fs';
+import { createWriteStream, existsSync, type WriteStream } from 'node:fs';
 import { appendFile, mkdir, open, readdir, readFile, rename, rm, stat, unlink, utimes } from 'node:fs/promises';
 import { hostname } from 'node:os';
 import { join } from 'node:path';
@@ -21,6 +22,7 @@ import { finished } from 'node:stream/promises';
 import { setFlagsFromString } from 'node:v8';
 import { runInNewContext } from 'node:vm';
 import { FetchError, redactUrl, tooLargeError } from './errors.ts';
+import { StoreHistory } from './history.ts';
 
 export interface StoreOptions {
   /** Most entries kept (the pool's spec.downloads.cacheEntries). Default 1000. */
@@ -33,6 +35,11 @@ export interface StoreOptions {
   leaseTtlMs?: number;
   /** Who writes (a downloader's identity): the prefix of its temp files, see removeTempsOf. */
   holder?: string;
+  /**
+   * A write to the index (index.sqlite) failed. The entry files are the truth and the index is
+   * repaired at the next open or use of the entry, so the store goes on; default: ignored.
+   */
+  onIndexError?: (error: Error) => void;
 }
 
 /** A holder name safe in a file name. */
@@ -91,23 +98,36 @@ export class ContentStore {
   // This process's leases per digest: they hold even if a renewal of their file came late.
   private readonly localLeases = new Map<string, number>();
   private readonly holder: string;
+  private readonly onIndexError: (error: Error) => void;
+  /** The index and usage history; a reader() has none (it reads with StoreHistory.read). */
+  readonly history?: StoreHistory;
 
-  private constructor(dir: string, options: StoreOptions) {
+  private constructor(dir: string, options: StoreOptions, history?: StoreHistory) {
     this.dir = dir;
     this.maxEntries = options.maxEntries ?? 1000;
     this.maxBytes = options.maxBytes ?? 10 * 1024 ** 3;
     this.staleTempMs = options.staleTempMs ?? 15 * 60_000;
     this.leaseTtlMs = options.leaseTtlMs ?? 10 * 60_000;
     this.holder = `${holderName(options.holder ?? `${hostname()}-${process.pid}`)}-${randomBytes(4).toString('hex')}`;
+    this.onIndexError = options.onIndexError ?? (() => undefined);
+    this.history = history;
   }
 
   /** Creates the layout if needed and removes what dead writers and holders left behind. */
   static async open(dir: string, options: StoreOptions = {}): Promise<ContentStore> {
-    const store = new ContentStore(dir, options);
     for (const sub of ['sha256', 'entries', 'leases', 'tmp']) await mkdir(join(dir, sub), { recursive: true });
+    const store = new ContentStore(dir, options, StoreHistory.open(dir));
     await store.removeStale('tmp', store.staleTempMs);
     await store.removeStale('leases', store.leaseTtlMs);
+    // Entries written before the index existed, or by a process that died between file and row.
+    const entries = await store.list();
+    store.indexing(() => store.history!.repairIndex(entries, (url) => existsSync(store.entryPath(urlKey(url)))));
     return store;
+  }
+
+  /** Closes the index; the store is not used afterwards. */
+  close(): void {
+    this.history?.close();
   }
 
   /** For a reader (the portal, on a read-only mount): makes nothing, cleans nothing; list() and contentPath(). */
@@ -131,7 +151,7 @@ export class ContentStore {
     const size = await fileSize(this.contentPath(wanted));
     if (size === undefined) {
       // Evicted by a neighbour between its two unlinks, or never there: a miss.
-      if (record?.digest === wanted) await this.removeEntry(key);
+      if (record?.digest === wanted) await this.removeEntry(url);
       return undefined;
     }
     if (record?.digest === wanted) return this.entry(key);
@@ -163,7 +183,7 @@ export class ContentStore {
     const now = new Date();
     await appendFile(this.hitsPath(key), '.');
     await utimes(this.hitsPath(key), now, now);
-    return this.entry(key);
+    return this.indexed(await this.entry(key));
   }
 
   /**
@@ -226,6 +246,7 @@ export class ContentStore {
         const fetchedAt = new Date().toISOString();
         const finalUrl = redactUrl(options.finalUrl ?? url);
         await this.writeEntry(key, { url: shownUrl, finalUrl, digest, size: bytes, fetchedAt });
+        this.indexed(await this.entry(key));
         await this.evict();
         return await this.entry(key);
       } finally {
@@ -296,7 +317,7 @@ export class ContentStore {
     for (const entry of entries) {
       if (count <= this.maxEntries && bytes <= this.maxBytes) break;
       if (leased.has(hexOf(entry.digest))) continue;
-      await this.removeEntry(urlKey(entry.url));
+      await this.removeEntry(entry.url);
       evicted.push(entry);
       count--;
       const left = references.get(entry.digest)! - 1;
@@ -354,9 +375,25 @@ export class ContentStore {
     await syncDirectory(join(this.dir, 'entries'));
   }
 
-  private async removeEntry(key: string): Promise<void> {
+  private async removeEntry(url: string): Promise<void> {
+    const key = urlKey(url);
     await rm(this.entryPath(key), { force: true });
     await rm(this.hitsPath(key), { force: true });
+    this.indexing(() => this.history?.forgetEntry(redactUrl(url)));
+  }
+
+  /** The entry, after writing it to the index. */
+  private indexed(entry: StoreEntry): StoreEntry {
+    this.indexing(() => this.history?.indexEntry(entry));
+    return entry;
+  }
+
+  private indexing(write: () => void): void {
+    try {
+      write();
+    } catch (error) {
+      this.onIndexError(error instanceof Error ? error : new Error(String(error)));
+    }
   }
 
   private async leasedDigests(): Promise<Set<string>> {

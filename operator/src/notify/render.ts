@@ -3,7 +3,7 @@
 // fact may come from a user (names, URLs, messages): it is escaped in the HTML, kept to one line
 // where a line is expected, and never reaches a header other than the cleaned subject.
 
-export type SessionMailKind = 'ready' | 'noCapacity' | 'failed';
+export type SessionMailKind = 'ready' | 'noCapacity' | 'failed' | 'completed';
 
 export interface PackageResult {
   url: string;
@@ -37,6 +37,14 @@ export interface SessionMailFacts {
   message?: string;
   /** A duration ("15m") or an ISO 8601 time. */
   retryAfter?: string;
+  /** A test run's result (mode Run). */
+  run?: {
+    result?: string;
+    exitCode?: number;
+    durationSeconds?: number;
+    outputBytes?: number;
+    outputTail?: string;
+  };
 }
 
 export interface RenderedMail {
@@ -122,6 +130,48 @@ function composeMail(kind: SessionMailKind, facts: SessionMailFacts): { subject:
           { type: 'facts', rows: detailRows(facts) },
         ],
       };
+    case 'completed': {
+      const run = facts.run ?? {};
+      const outcome =
+        run.result === 'Succeeded'
+          ? 'passed'
+          : run.result === 'TimedOut'
+            ? 'timed out'
+            : run.exitCode !== undefined
+              ? `failed (exit status ${run.exitCode})`
+              : 'did not run';
+      const rows: FactRow[] = [
+        { label: 'Result', value: [oneLine(run.result ?? facts.reason ?? 'Failed')] },
+        ...(run.exitCode !== undefined ? [{ label: 'Exit status', value: [String(run.exitCode)] }] : []),
+        ...(run.durationSeconds !== undefined ? [{ label: 'Ran for', value: [`${run.durationSeconds} s`] }] : []),
+        ...(run.outputBytes !== undefined ? [{ label: 'Output', value: [`${run.outputBytes} bytes`] }] : []),
+        page,
+      ];
+      const tail = run.outputTail
+        ? run.outputTail
+            .split('\n')
+            .slice(-20)
+            .map((line): Inline[] => [{ code: clip(line, MAX_VALUE_LENGTH) }])
+        : [];
+      return {
+        subject: `Test run ${name} ${outcome}`,
+        blocks: [
+          greeting,
+          {
+            type: 'paragraph',
+            content: [
+              `the test run ${name} (namespace ${oneLine(facts.namespace)}) ${outcome}. Its machine is gone; the whole output is on the session page.`,
+            ],
+          },
+          { type: 'facts', rows },
+          ...(facts.message && !facts.run
+            ? [{ type: 'paragraph' as const, content: [clip(flatten(facts.message), MAX_MESSAGE_LENGTH)] }]
+            : []),
+          ...packageBlocks(facts.packages),
+          ...(tail.length ? [{ type: 'list' as const, title: 'Last lines of the output', items: tail }] : []),
+        ],
+      };
+    }
     case 'failed':
       return {
         subject: `Your session ${name} failed${facts.reason ? ` (${oneLine(facts.reason)})` : ''}`,

@@ -6,23 +6,38 @@
 //   GET  /agent/v1/packages/I the bytes of the session's package I, from the store (by its digest)
 //   POST /agent/v1/report     {"package": i, "installed": bool, "exitCode"?: n, "message"?: "..."}
 //   POST /agent/v1/done       {"installed": bool, "message"?: "..."}
+//   POST /agent/v1/result     a test run's result (mode Run): {"exitCode": n, "timedOut": bool,
+//                             "startedAt": "...", "durationSeconds": n, "outputBytes": n, "output": "..."}
+//                             the output (up to 1 MiB) goes to a ConfigMap next to the session, its
+//                             tail and the rest to status.run
 import { timingSafeEqual } from 'node:crypto';
 import { createReadStream } from 'node:fs';
 import { stat } from 'node:fs/promises';
 import { pipeline } from 'node:stream/promises';
 import type { IncomingMessage, ServerResponse } from 'node:http';
 import type { Logger } from 'pino';
-import type { BrowseSessionStatus, PackageStatus } from '../api/browsesession.ts';
+import {
+  type BrowseSessionStatus,
+  DEFAULT_RUN_TIMEOUT,
+  type PackageStatus,
+  RUN_OUTPUT_TAIL_BYTES,
+  type RunStatus,
+  packageRef,
+} from '../api/browsesession.ts';
+import { durationOr } from '../api/duration.ts';
 import type { BrowseSession } from '../api/objects.ts';
 import { type KubeClient, isConflict } from '../runtime/client.ts';
 import { type Condition, setCondition } from '../runtime/conditions.ts';
 import type { Informer } from '../runtime/informer.ts';
 import { Resources } from '../runtime/resources.ts';
 import { mergePatchBetween } from '../runtime/apply.ts';
-import { ANNOTATIONS, type Secret, type VirtualMachine, loginSecretName } from '../vm/builders.ts';
+import { ANNOTATIONS, type Secret, type VirtualMachine, loginSecretName, runOutputName } from '../vm/builders.ts';
 
 const BODY_LIMIT = 64 * 1024;
 const MESSAGE_LIMIT = 8192;
+/** A run's output as the agent sends it: at most this much (it keeps the head and the tail). */
+export const RUN_OUTPUT_LIMIT = 900 * 1024;
+const RESULT_BODY_LIMIT = 6 * RUN_OUTPUT_LIMIT + 4096; // JSON escapes may grow text up to 6×
 
 export interface AgentApiDeps {
   client: KubeClient;
@@ -56,12 +71,12 @@ function sameToken(a: string, b: string): boolean {
   return left.length === right.length && timingSafeEqual(left, right);
 }
 
-async function readJson(req: IncomingMessage): Promise<Record<string, unknown>> {
+async function readJson(req: IncomingMessage, limit = BODY_LIMIT): Promise<Record<string, unknown>> {
   const chunks: Buffer[] = [];
   let size = 0;
   for await (const chunk of req as AsyncIterable<Buffer>) {
     size += chunk.length;
-    if (size > BODY_LIMIT) throw new HttpError(413, `body larger than ${BODY_LIMIT} bytes`);
+    if (size > limit) throw new HttpError(413, `body larger than ${limit} bytes`);
     chunks.push(chunk);
   }
   try {
@@ -100,6 +115,8 @@ export class AgentApi {
         await this.package(vm, path.slice('/agent/v1/packages/'.length), res);
       else if (req.method === 'POST' && path === '/agent/v1/report') await this.report(vm, await readJson(req), res);
       else if (req.method === 'POST' && path === '/agent/v1/done') await this.done(vm, await readJson(req), res);
+      else if (req.method === 'POST' && path === '/agent/v1/result')
+        await this.result(vm, await readJson(req, RESULT_BODY_LIMIT), res);
       else throw new HttpError(404, 'no such agent endpoint');
     } catch (error) {
       const status = error instanceof HttpError ? error.status : 500;
@@ -140,19 +157,34 @@ export class AgentApi {
       vm.metadata.namespace, // logins live with the VMs
     );
     const password = login?.data?.password ? Buffer.from(login.data.password, 'base64').toString('utf8') : undefined;
+    const run = session.spec.mode === 'Run' && session.spec.run;
     send(res, 200, {
       session: `${session.metadata.namespace}/${session.metadata.name}`,
+      uid: session.metadata.uid,
       hostname: status.hostname ?? `${session.spec.user}`,
       ip: status.ip ?? vm.metadata.annotations?.[ANNOTATIONS.address],
       user: session.spec.user,
-      ...(session.spec.sshKeys?.length ? { sshKeys: session.spec.sshKeys } : { password }),
+      // A test run needs no login: no password, no keys, no ssh.
+      ...(run
+        ? {
+            mode: 'Run',
+            run: {
+              script: run.script,
+              timeoutSeconds: Math.ceil(durationOr(run.timeout ?? DEFAULT_RUN_TIMEOUT, 1_800_000) / 1000),
+            },
+          }
+        : session.spec.sshKeys?.length
+          ? { sshKeys: session.spec.sshKeys }
+          : { password }),
       installScript: session.spec.installScript,
       expiresAt: status.expiresAt,
-      packages: session.spec.packages.map((pkg, index) => ({
+      // In install order: what a package requires comes before it.
+      packages: installList(session).map((pkg, index) => ({
         index,
         url: pkg.url,
         filename: packageFileName(pkg.url, index),
-        digest: status.packages?.[index]?.digest,
+        digest: pkg.digest,
+        ...(pkg.install?.length ? { install: pkg.install } : {}),
         download: `/agent/v1/packages/${index}`,
       })),
     });
@@ -164,8 +196,9 @@ export class AgentApi {
     const session = await this.sessionOf(vm);
     if (!session) throw new HttpError(409, 'this VM is not claimed by a session');
     const index = Number(which);
-    if (index >= session.spec.packages.length) throw new HttpError(404, `the session has no package ${index}`);
-    const digest = session.status?.packages?.[index]?.digest;
+    const list = installList(session);
+    if (index >= list.length) throw new HttpError(404, `the session has no package ${index}`);
+    const digest = list[index]!.digest;
     if (!digest || !/^sha256:[0-9a-f]{64}$/.test(digest))
       throw new HttpError(409, `package ${index} is not downloaded yet`);
     if (!this.deps.contentPath) throw new HttpError(503, 'this portal has no access to the download store (--store)');
@@ -182,7 +215,7 @@ export class AgentApi {
     res.writeHead(200, {
       'content-type': 'application/octet-stream',
       'content-length': String(size),
-      'content-disposition': `attachment; filename="${packageFileName(session.spec.packages[index]!.url, index)}"`,
+      'content-disposition': `attachment; filename="${packageFileName(list[index]!.url, index)}"`,
       'x-codebrowse-sha256': digest.slice('sha256:'.length),
       'cache-control': 'no-store',
     });
@@ -223,11 +256,10 @@ export class AgentApi {
       throw new HttpError(400, '"package" must be the index of a package of the session');
     if (typeof body.installed !== 'boolean') throw new HttpError(400, '"installed" must be true or false');
     await this.updateStatus(vm, (session, status) => {
-      if (index >= session.spec.packages.length) throw new HttpError(400, `the session has no package ${index}`);
-      const packages: PackageStatus[] = [...(status.packages ?? session.spec.packages.map((p) => ({ url: p.url })))];
+      const packages: PackageStatus[] = [...installList({ ...session, status })];
+      if (index >= packages.length) throw new HttpError(400, `the session has no package ${index}`);
       packages[index] = {
-        ...packages[index],
-        url: session.spec.packages[index]!.url,
+        ...packages[index]!,
         installed: body.installed as boolean,
         ...(typeof body.exitCode === 'number' ? { exitCode: Math.trunc(body.exitCode) } : {}),
         ...(typeof body.message === 'string' ? { message: body.message.slice(-MESSAGE_LIMIT) } : {}),
@@ -257,6 +289,101 @@ export class AgentApi {
     }));
     send(res, 204);
   }
+
+  /** A test run's result: the whole output into a ConfigMap owned by the session, the rest into status.run. */
+  private async result(vm: VirtualMachine, body: Record<string, unknown>, res: ServerResponse): Promise<void> {
+    const timedOut = body.timedOut === true;
+    const exitCode = body.exitCode;
+    if (!timedOut && (typeof exitCode !== 'number' || !Number.isInteger(exitCode)))
+      throw new HttpError(400, '"exitCode" must be the exit status of the script (an integer)');
+    if (typeof body.output !== 'string') throw new HttpError(400, '"output" must be the output of the script');
+    const durationSeconds =
+      typeof body.durationSeconds === 'number' && body.durationSeconds >= 0 ? body.durationSeconds : 0;
+    const startedAt =
+      typeof body.startedAt === 'string' && !Number.isNaN(Date.parse(body.startedAt))
+        ? new Date(Date.parse(body.startedAt)).toISOString().replace(/\.\d+Z$/, 'Z')
+        : undefined;
+    const output = keptOutput(body.output);
+    const outputBytes =
+      typeof body.outputBytes === 'number' && Number.isInteger(body.outputBytes) && body.outputBytes >= 0
+        ? body.outputBytes
+        : Buffer.byteLength(body.output);
+    const session = await this.sessionOf(vm);
+    if (!session) throw new HttpError(409, 'this VM is not claimed by a session');
+    if (session.spec.mode !== 'Run') throw new HttpError(409, 'this session is not a test run (spec.mode Run)');
+    if (session.status?.run?.finishedAt) return send(res, 204); // sent again after a lost answer
+    const name = runOutputName(session);
+    const configMap = {
+      apiVersion: 'v1',
+      kind: 'ConfigMap',
+      metadata: {
+        name,
+        namespace: session.metadata.namespace,
+        labels: { 'codebrowse.io/session': session.metadata.name!.slice(0, 63) },
+        ownerReferences: [
+          {
+            apiVersion: 'codebrowse.io/v1alpha1',
+            kind: 'BrowseSession',
+            name: session.metadata.name!,
+            uid: session.metadata.uid!,
+            controller: true,
+          },
+        ],
+      },
+      data: { output },
+    };
+    try {
+      await this.deps.client.create(Resources.ConfigMap, configMap);
+    } catch (error) {
+      if (!isConflict(error)) throw error;
+      await this.deps.client.mergePatch(Resources.ConfigMap, name, session.metadata.namespace, { data: { output } });
+    }
+    const finishedAt = new Date().toISOString().replace(/\.\d+Z$/, 'Z');
+    const run: RunStatus = {
+      ...(timedOut ? {} : { exitCode: exitCode as number }),
+      result: timedOut ? 'TimedOut' : exitCode === 0 ? 'Succeeded' : 'ScriptFailed',
+      ...(startedAt ? { startedAt } : {}),
+      finishedAt,
+      durationSeconds: Math.round(durationSeconds * 1000) / 1000,
+      outputBytes,
+      outputTail: tailOf(output),
+      outputConfigMap: name,
+    };
+    await this.updateStatus(vm, (_session, status) => ({ ...status, run }));
+    this.deps.log.info(
+      { session: `${session.metadata.namespace}/${session.metadata.name}`, result: run.result, exitCode: run.exitCode },
+      'test run result',
+    );
+    send(res, 204);
+  }
+}
+
+/**
+ * The session's packages in install order (status.packages, with what they require); before the
+ * operator wrote that, its own packages in spec order.
+ */
+function installList(session: BrowseSession): PackageStatus[] {
+  const listed = session.status?.packages;
+  if (listed?.length) return listed;
+  return session.spec.packages.map((pkg) => ({ url: packageRef(pkg) }));
+}
+
+/** A run's output as kept: at most RUN_OUTPUT_LIMIT characters, the head and the tail of more. */
+export function keptOutput(output: string): string {
+  if (output.length <= RUN_OUTPUT_LIMIT) return output;
+  const head = 64 * 1024;
+  const marker = `\n[... ${output.length - RUN_OUTPUT_LIMIT} characters left out ...]\n`;
+  return output.slice(0, head) + marker + output.slice(output.length - (RUN_OUTPUT_LIMIT - head - marker.length));
+}
+
+/** The last `bytes` bytes of `text` (at a character boundary). */
+export function tailOf(text: string, bytes = RUN_OUTPUT_TAIL_BYTES): string {
+  const buffer = Buffer.from(text, 'utf8');
+  if (buffer.length <= bytes) return text;
+  // Skip continuation bytes so the tail starts at a whole character.
+  let start = buffer.length - bytes;
+  while (start < buffer.length && (buffer[start]! & 0xc0) === 0x80) start++;
+  return buffer.subarray(start).toString('utf8');
 }
 
 /**

@@ -28,6 +28,9 @@ export const PORTAL_JS = `'use strict';
     fetch(base + '/status.json', { credentials: 'omit' }).then(function (res) {
       if (res.status === 404) { location.reload(); return; }
       return res.json().then(function (s) {
+        // A test run that has just ended: show its result and output.
+        if (main.getAttribute('data-mode') === 'Run' && s.phase !== main.getAttribute('data-phase') &&
+            (s.phase === 'Completed' || s.phase === 'Failed')) { location.reload(); return; }
         if (s.expiresAt) {
           main.setAttribute('data-expires-at', s.expiresAt);
           var at = field('expires-at');
@@ -50,6 +53,10 @@ export const PORTAL_JS = `'use strict';
         .then(function () { button.textContent = 'Copied'; }, function () { say('Select the command and copy it.'); });
     } else if (action === 'reveal') {
       post('password').then(function (body) { field('password').textContent = body.password; button.remove(); }, function (e) { say(e.message); });
+    } else if (action === 'archive') {
+      post('archive').then(function (body) { say('Archiving as ' + body.archive + ': it is listed here once it is ready.'); button.remove(); }, function (e) { say(e.message); });
+    } else if (action === 'restore') {
+      post('restore/' + encodeURIComponent(button.getAttribute('data-archive'))).then(function (body) { say('Session ' + body.session + ' starts from the archive; its link is mailed to you.'); }, function (e) { say(e.message); });
     } else if (action === 'extend') {
       post('extend').then(function (body) { say('Extended: the booking is now ' + body.duration + '.'); refresh(); }, function (e) { say(e.message); });
     } else if (action === 'end') {
@@ -68,7 +75,8 @@ export const PORTAL_CSS = `body { font: 15px/1.5 system-ui, sans-serif; margin: 
 h1 { font-size: 1.5rem; } h2 { font-size: 1.15rem; margin-top: 1.5rem; }
 table.facts th { text-align: left; padding-right: 1.5rem; font-weight: 600; }
 table.cache { border-collapse: collapse; width: 100%; } table.cache td, table.cache th { border-bottom: 1px solid #ddd; padding: .25rem .5rem; text-align: left; }
-td.url, .package-url { word-break: break-all; }
+td.url, td.ranked-url, .package-url { word-break: break-all; }
+.error { color: #b42318; }
 code { background: #f3f4f6; padding: .1rem .3rem; border-radius: 3px; }
 pre.package-output { background: #f3f4f6; padding: .5rem; max-height: 12rem; overflow: auto; white-space: pre-wrap; word-break: break-all; }
 .package.failed .package-result { color: #b42318; } .package.installed .package-result { color: #067647; }

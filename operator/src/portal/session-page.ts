@@ -3,7 +3,17 @@
 // carry no inline script or style (the Content-Security-Policy forbids them), and links are made
 // only from http(s) URLs.
 import { formatBytes } from '../browse/format.ts';
+import type { AlsoBrowsedPackage, PopularPackage } from '../fetch/rankings.ts';
 import type { StoreEntry } from '../fetch/store.ts';
+
+export interface ArchiveView {
+  name: string;
+  phase: string;
+  session: string;
+  packages: string[];
+  archivedAt?: string;
+  expiresAt?: string;
+}
 
 export interface SessionView {
   namespace: string;
@@ -25,6 +35,37 @@ export interface SessionView {
   base: string;
   /** The console (noVNC) is offered: the image has vnc access. */
   console: boolean;
+  /** The user's archives (in this namespace): only theirs. */
+  archives?: ArchiveView[];
+  /** A test run (mode Run): its result once there, and its whole output. */
+  run?: {
+    result?: string;
+    exitCode?: number;
+    startedAt?: string;
+    finishedAt?: string;
+    durationSeconds?: number;
+    outputBytes?: number;
+    output?: string;
+    timeout: string;
+  };
+}
+
+/** The part of the page of a test run: no login, the result and the whole output. */
+function runSection(view: SessionView): string {
+  const run = view.run!;
+  const row = (label: string, field: string, value: string | undefined) =>
+    `<tr><th>${text(label)}</th><td data-field="${field}">${value === undefined ? '<span class="muted">not yet</span>' : text(value)}</td></tr>`;
+  return `<h2>Test run</h2>
+<p class="muted">A test run needs no login: the script runs once the packages are installed, and the machine is gone when it ends.</p>
+<table class="facts run">
+${row('Result', 'run-result', run.result)}
+${row('Exit status', 'run-exit-code', run.exitCode === undefined ? undefined : String(run.exitCode))}
+${row('Started', 'run-started-at', run.startedAt)}
+${row('Ran for', 'run-duration', run.durationSeconds === undefined ? undefined : `${run.durationSeconds} s`)}
+${row('Timeout', 'run-timeout', run.timeout)}
+${row('Output', 'run-output-bytes', run.outputBytes === undefined ? undefined : `${run.outputBytes} bytes`)}
+</table>
+${run.output !== undefined ? `<h3>Output</h3>\n<pre class="run-output" data-field="run-output">${text(run.output)}</pre>` : ''}`;
 }
 
 export function escapeHtml(text: unknown): string {
@@ -101,6 +142,7 @@ export function renderSessionPage(view: SessionView): string {
     .join('\n');
   const row = (label: string, field: string, value: string | undefined) =>
     `<tr><th>${text(label)}</th><td data-field="${field}">${value ?? '<span class="muted">not yet</span>'}</td></tr>`;
+  if (view.run) return renderRunPage(view, packages);
   const body = `<main data-base="${escapeHtml(view.base)}" data-expires-at="${escapeHtml(view.expiresAt ?? '')}" data-phase="${escapeHtml(view.phase)}">
 <h1>Session <span data-field="name">${text(view.name)}</span></h1>
 <p class="phase">Phase: <strong data-field="phase">${text(view.phase)}</strong></p>
@@ -124,6 +166,10 @@ ${view.console ? `<p><a data-field="console" href="${escapeHtml(view.base)}/cons
 <ol class="packages">
 ${packages}
 </ol>
+<h2>Archive</h2>
+<p class="muted">An archive keeps this machine as it is now (a snapshot), for you only; a new session can start from its own copy of it.</p>
+${view.phase === 'Ready' ? '<p><button type="button" data-action="archive">Archive this session</button></p>' : ''}
+${archiveList(view.archives ?? [])}
 <h2>Your booking</h2>
 <div class="actions">
 ${view.maxDuration && view.duration !== view.maxDuration ? `<button type="button" data-action="extend">Extend by 30 minutes</button>` : ''}
@@ -132,6 +178,41 @@ ${view.maxDuration && view.duration !== view.maxDuration ? `<button type="button
 </div>
 </main>`;
   return layout(`Session ${view.name}`, body);
+}
+
+function renderRunPage(view: SessionView, packages: string): string {
+  const over = view.phase === 'Completed' || view.phase === 'Failed';
+  const body = `<main data-base="${escapeHtml(view.base)}" data-phase="${escapeHtml(view.phase)}" data-mode="Run">
+<h1>Test run <span data-field="name">${text(view.name)}</span></h1>
+<p class="phase">Phase: <strong data-field="phase">${text(view.phase)}</strong></p>
+<table class="facts">
+${`<tr><th>Operating system</th><td data-field="os">${text(view.os)}${view.image ? ` (${text(view.image)})` : ''}</td></tr>`}
+<tr><th>User</th><td data-field="user">${text(view.user)}</td></tr>
+</table>
+${runSection(view)}
+<h2>Packages</h2>
+<ol class="packages">
+${packages}
+</ol>
+${over ? '' : '<div class="actions"><button type="button" data-action="end">Stop the run now</button> <span data-field="action-result" role="status"></span></div>'}
+</main>`;
+  return layout(`Test run ${view.name}`, body);
+}
+
+function archiveList(archives: readonly ArchiveView[]): string {
+  if (archives.length === 0) return '<p class="muted" data-field="archives">You have no archives here.</p>';
+  const rows = archives
+    .map(
+      (a) => `<tr data-archive="${escapeHtml(a.name)}">
+  <td>${text(a.name)}</td><td>${text(a.phase)}</td><td>${text(a.session)}</td><td>${text(a.packages.length)}</td><td>${text(a.expiresAt ?? '-')}</td>
+  <td>${a.phase === 'Ready' ? `<button type="button" data-action="restore" data-archive="${escapeHtml(a.name)}">Start a session from it</button>` : ''}</td>
+</tr>`,
+    )
+    .join('\n');
+  return `<table class="archives" data-field="archives">
+<tr><th>Archive</th><th>Phase</th><th>Session</th><th>Packages</th><th>Expires</th><th></th></tr>
+${rows}
+</table>`;
 }
 
 /** "1 h 05 min", "4 min 10 s", "ended". */
@@ -148,7 +229,96 @@ export function renderNotFound(): string {
   return layout('Not found', '<main><h1>Not found</h1><p>There is no page here.</p></main>');
 }
 
-export function renderCachePage(entries: readonly StoreEntry[], filter: string): string {
+/** The rankings on the cache page, as the portal read them from the store's database. */
+export interface CacheRankings {
+  /** The window asked for, e.g. 7d. */
+  window: string;
+  popular: readonly PopularPackage[];
+  /** With ?also=URL: how many sessions browsed it within the window, and what they also browsed. */
+  also?: { url: string; sessions: number; packages: readonly AlsoBrowsedPackage[] };
+  /** Why no rankings are shown (a bad window or count, a history that cannot be read). */
+  error?: string;
+}
+
+/** The windows the cache page offers as links (any other works through ?window=). */
+const WINDOWS = ['24h', '7d', '30d', '365d'];
+
+function windowHref(window: string, also: string | undefined): string {
+  return `/cache?${new URLSearchParams({ window, ...(also ? { also } : {}) }).toString()}`;
+}
+
+/** The cache page's view of what the sessions that browsed `url` also browsed. */
+function alsoHref(url: string, window: string): string {
+  return `/cache?${new URLSearchParams({ also: url, window }).toString()}#also`;
+}
+
+function renderPopular(rankings: CacheRankings): string {
+  const window = text(rankings.window);
+  const rows = rankings.popular
+    .map(
+      (p, i) => `<tr data-url="${escapeHtml(p.url)}">
+  <td class="rank">${i + 1}</td>
+  <td class="ranked-url">${httpLink(p.url)}</td>
+  <td class="sessions">${text(p.sessions)}</td>
+  <td class="when"><time datetime="${escapeHtml(p.lastUsedAt)}">${text(p.lastUsedAt)}</time></td>
+  <td class="also"><a href="${escapeHtml(alsoHref(p.url, rankings.window))}">also browsed</a></td>
+</tr>`,
+    )
+    .join('\n');
+  const body = rankings.error
+    ? `<p class="error" data-field="rankings-error">${text(rankings.error)}</p>`
+    : rankings.popular.length === 0
+      ? `<p class="muted">No package was browsed in the last ${window}.</p>`
+      : `<table class="cache ranking" data-field="popular">
+<thead><tr><th>#</th><th>Package</th><th>Sessions</th><th>Last browsed</th><th></th></tr></thead>
+<tbody>
+${rows}
+</tbody>
+</table>`;
+  return `<section id="popular">
+<h2>Most browsed (last ${window})</h2>
+<p class="windows">Over the last ${WINDOWS.map((w) =>
+    w === rankings.window
+      ? `<strong>${text(w)}</strong>`
+      : `<a href="${escapeHtml(windowHref(w, rankings.also?.url))}">${text(w)}</a>`,
+  ).join(' · ')}</p>
+${body}
+</section>`;
+}
+
+function renderAlso(rankings: CacheRankings): string {
+  const also = rankings.also;
+  if (!also) return '';
+  const window = text(rankings.window);
+  const rows = also.packages
+    .map(
+      (p, i) => `<tr data-url="${escapeHtml(p.url)}">
+  <td class="rank">${i + 1}</td>
+  <td class="ranked-url">${httpLink(p.url)}</td>
+  <td class="sessions">${text(p.sessions)}</td>
+</tr>`,
+    )
+    .join('\n');
+  const sessions = `${also.sessions} session${also.sessions === 1 ? '' : 's'}`;
+  const body =
+    also.sessions === 0
+      ? `<p class="muted">No session browsed it in the last ${window}.</p>`
+      : also.packages.length === 0
+        ? `<p class="muted">The ${sessions} that browsed it in the last ${window} browsed nothing else.</p>`
+        : `<p class="muted">Of the ${sessions} that browsed it in the last ${window}:</p>
+<table class="cache ranking" data-field="also">
+<thead><tr><th>#</th><th>Package</th><th>Sessions</th></tr></thead>
+<tbody>
+${rows}
+</tbody>
+</table>`;
+  return `<section id="also">
+<h2>Users who browsed <span data-field="also-url">${text(also.url)}</span> also browsed</h2>
+${body}
+</section>`;
+}
+
+export function renderCachePage(entries: readonly StoreEntry[], filter: string, rankings?: CacheRankings): string {
   const wanted = filter.trim().toLowerCase();
   const shown = entries
     .filter((e) => !wanted || e.url.toLowerCase().includes(wanted) || e.digest.includes(wanted))
@@ -165,7 +335,10 @@ export function renderCachePage(entries: readonly StoreEntry[], filter: string):
     )
     .join('\n');
   const body = `<main>
-<h1>Recent downloads</h1>
+<h1>The download cache</h1>
+${rankings ? `${renderPopular(rankings)}\n${renderAlso(rankings)}` : ''}
+<section id="recent">
+<h2>Recent downloads</h2>
 <form method="get" action="/cache"><label>Filter <input type="search" name="q" value="${escapeHtml(filter)}"></label> <button type="submit">Filter</button></form>
 <p class="muted">${shown.length} of ${entries.length} downloads</p>
 <table class="cache">
@@ -174,6 +347,7 @@ export function renderCachePage(entries: readonly StoreEntry[], filter: string):
 ${rows}
 </tbody>
 </table>
+</section>
 </main>`;
-  return layout('Recent downloads', body);
+  return layout('The download cache', body);
 }

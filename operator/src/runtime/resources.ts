@@ -45,6 +45,7 @@ export const Resources = {
   ServerPool: kind('codebrowse.io', 'v1alpha1', 'ServerPool', 'serverpools', false),
   DownloadRequest: kind('codebrowse.io', 'v1alpha1', 'DownloadRequest', 'downloadrequests'),
   BrowseSession: kind('codebrowse.io', 'v1alpha1', 'BrowseSession', 'browsesessions'),
+  SessionArchive: kind('codebrowse.io', 'v1alpha1', 'SessionArchive', 'sessionarchives'),
   VirtualMachine: kind('kubevirt.io', 'v1', 'VirtualMachine', 'virtualmachines'),
   VirtualMachineInstance: kind('kubevirt.io', 'v1', 'VirtualMachineInstance', 'virtualmachineinstances'),
   VirtualMachineSnapshot: kind('snapshot.kubevirt.io', 'v1beta1', 'VirtualMachineSnapshot', 'virtualmachinesnapshots'),

@@ -29,6 +29,8 @@ export const ANNOTATIONS = {
   address: 'codebrowse.io/address',
   /** <namespace>/<name> of the claiming session, readable (labels cannot hold a slash). */
   sessionRef: 'codebrowse.io/session-ref',
+  /** <namespace>/<name> of the SessionArchive whose disk the VM is a copy of. */
+  restoredFrom: 'codebrowse.io/restored-from',
 } as const;
 
 export type VirtualMachine = V1VirtualMachine & KubeObject;
@@ -184,6 +186,12 @@ export function buildAgentSecret(
  */
 export function loginSecretName(session: BrowseSession): string {
   return `login-${session.metadata.uid}`;
+}
+
+/** The ConfigMap that keeps a test run's whole output, next to its session. */
+export function runOutputName(session: BrowseSession): string {
+  const suffix = '-run-output';
+  return `${session.metadata.name!.slice(0, 253 - suffix.length)}${suffix}`;
 }
 
 /** The user's login (user name and a generated password), owned by the session. */

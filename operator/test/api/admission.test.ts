@@ -108,6 +108,52 @@ const tooMany = Array.from({ length: 17 }, (_, i) => ({ url: `https://example.or
 
 // [what is wrong, manifest, field the message must name, words it must contain]
 const BAD_MANIFESTS: [string, () => Manifest, string, string][] = [
+  ['mode Run without a script', () => session({ mode: 'Run' }), 'spec', 'spec.run goes with spec.mode: Run'],
+  [
+    'a script without mode Run',
+    () => session({ run: { script: 'true' } }),
+    'spec',
+    'spec.run goes with spec.mode: Run',
+  ],
+  [
+    'a run timeout past 24h',
+    () => session({ mode: 'Run', run: { script: 'true', timeout: '25h' } }),
+    'spec.run.timeout',
+    'at most 24h',
+  ],
+  [
+    'a package with both a URL and a cache entry',
+    () => session({ packages: [{ url: 'https://example.org/a.tgz', cache: `sha256:${'a'.repeat(64)}` }] }),
+    'spec.packages[0]',
+    'exactly one of url',
+  ],
+  [
+    'a package with neither a URL nor a cache entry',
+    () => session({ packages: [{ sha256: 'a'.repeat(64) }] }),
+    'spec.packages[0]',
+    'exactly one of url',
+  ],
+  [
+    'a cache entry that is not a digest',
+    () => session({ packages: [{ cache: 'hello.tar.gz' }] }),
+    'spec.packages[0].cache',
+    '"sha256:" and 64 lower-case hex digits',
+  ],
+  [
+    'an inline requirement by file:// URL',
+    () =>
+      session({
+        packages: [{ url: 'https://example.org/a.tgz', codebrowse: { requires: [{ url: 'file:///etc/passwd' }] } }],
+      }),
+    'spec.packages[0].codebrowse.requires[0].url',
+    'http://, https:// or ftp://',
+  ],
+  [
+    'an inline spec for an unknown OS',
+    () => session({ packages: [{ url: 'https://example.org/a.tgz', codebrowse: { os: ['plan9'] } }] }),
+    'spec.packages[0].codebrowse.os[0]',
+    'supported values',
+  ],
   [
     'a file:// package URL',
     () => session({ packages: [{ url: 'file:///etc/passwd' }] }),
@@ -148,7 +194,7 @@ const BAD_MANIFESTS: [string, () => Manifest, string, string][] = [
   ['an unparsable duration', () => session({ duration: 'two hours' }), 'spec.duration', 'positive duration'],
   ['a zero duration', () => session({ duration: '0s' }), 'spec.duration', 'longer than 0s'],
   ['a duration over the limit', () => session({ duration: '200h' }), 'spec.duration', 'at most 168h'],
-  ['no packages', () => session({ packages: [] }), 'spec.packages', 'at least 1'],
+  ['no packages', () => session({ packages: [] }), 'spec.packages', 'needs at least one package'],
   ['too many packages', () => session({ packages: tooMany }), 'spec.packages', 'at most 16'],
   ['a user name that is not a DNS label', () => session({ user: 'Alice_Smith' }), 'spec.user', 'DNS label'],
   ['a user name of 64 characters', () => session({ user: 'a'.repeat(64) }), 'spec.user', 'may not be more than 63'],
@@ -242,6 +288,12 @@ const IMMUTABLE_CHANGES: [string, () => Manifest, (spec: Record<string, unknown>
   ['spec.packages', () => session(), () => ({ packages: [{ url: 'https://example.org/other.tgz' }] })],
   ['spec.os', () => session(), () => ({ os: 'windows' })],
   ['spec.persistent', () => session(), () => ({ persistent: true })],
+  ['spec.mode', () => session(), () => ({ mode: 'Run', run: { script: 'true' } })],
+  [
+    'spec.run',
+    () => session({ mode: 'Run', run: { script: 'true' } }),
+    () => ({ mode: 'Run', run: { script: 'false' } }),
+  ],
 ];
 
 describe('immutable fields stay as they were created', () => {

@@ -153,10 +153,12 @@ export async function playAgent(
   output = 'make install: done',
 ): Promise<void> {
   const session = await eventually(
-    `session ${name} has a VM`,
+    `session ${name} has a running VM`,
     async () => {
       const s = await world.client.get<BrowseSession>(Resources.BrowseSession, name, namespace);
-      return s?.status?.vm ? s : undefined;
+      // A guest agent runs once its VM does.
+      const running = s?.status?.conditions?.some((c) => c.type === 'VMReady' && c.status === 'True');
+      return s?.status?.vm && running ? s : undefined;
     },
     30_000,
   );

@@ -159,7 +159,7 @@ describe('the downloader', () => {
     ).toEqual([]);
     for (let i = 0; i < 180; i++) expect(hits.get(`/f/${run}/${i}`)).toBe(1);
     for (const r of done) {
-      const path = new URL(r.spec.url).pathname;
+      const path = new URL(r.spec.url!).pathname;
       expect(r.status?.digest).toBe(`sha256:${sha(content(path))}`);
       expect(r.status?.storePath).toBe(`sha256/${sha(content(path))}`);
     }
@@ -193,7 +193,7 @@ describe('the downloader', () => {
     for (const r of done) {
       expect(r.status).toMatchObject({ phase: 'Succeeded', worker: 'dl-b', fromCache: false });
       expect(r.status?.digest).toBe(
-        `sha256:${sha(Buffer.concat(Array.from({ length: 16 }, () => content(new URL(r.spec.url).pathname))))}`,
+        `sha256:${sha(Buffer.concat(Array.from({ length: 16 }, () => content(new URL(r.spec.url!).pathname))))}`,
       );
     }
     console.log(

@@ -1,4 +1,4 @@
-// `codebrowse fetch` and `codebrowse cache list`: what a user sees and the exit codes scripts rely
+// `codebrowse fetch` and `codebrowse cache list|--popular|--also`: what a user sees and the exit codes scripts rely
 // on (0 done, 1 the download failed, 2 usage). The entry point runs as a real child process once;
 // the rest call the commands in-process with stdout and stderr captured.
 import { execFile } from 'node:child_process';
@@ -7,6 +7,7 @@ import { join } from 'node:path';
 import { promisify } from 'node:util';
 import { afterAll, afterEach, beforeAll, beforeEach, describe, expect, it, jest } from '@jest/globals';
 import { cacheCommand, fetchCommand } from '../../src/fetch/cli.ts';
+import { ContentStore } from '../../src/fetch/store.ts';
 import { removeTempDirs, sha256Hex, tempDir, TestServer } from './servers.ts';
 
 const CLI = join(import.meta.dirname, '..', '..', 'src', 'fetch', 'cli-main.ts');
@@ -159,6 +160,70 @@ describe('cacheCommand', () => {
         digest: `sha256:${CONTENT_SHA}`,
       }),
     ]);
+  });
+
+  it('shows the most browsed packages and what their sessions also browsed, from the store database', async () => {
+    const store = join(dir, 'ranking-store');
+    const pkg = (name: string): string => `https://example.org/${name}.tar.gz`;
+    expect(await cacheCommand(['--popular', '--store', store])).toBe(0);
+    expect(err).toBe('No package was used in the last 7d.\n');
+    const opened = await ContentStore.open(store);
+    const history = opened.history!;
+    // s1: a b c; s2: a b; s3: c; s4: a, 30 days ago.
+    const sessions: [string, string[], number][] = [
+      ['s1', ['a', 'b', 'c'], 0],
+      ['s2', ['a', 'b'], 0],
+      ['s3', ['c'], 0],
+      ['s4', ['a'], 30],
+    ];
+    for (const [uid, names, daysAgo] of sessions)
+      for (const name of names)
+        history.recordUse({
+          sessionUid: uid,
+          namespace: 'team',
+          session: uid,
+          url: pkg(name),
+          digest: `sha256:${CONTENT_SHA}`,
+          at: new Date(Date.now() - daysAgo * 86_400_000),
+        });
+    opened.close();
+    out = '';
+    err = '';
+    expect(await cacheCommand(['--popular', '--store', store])).toBe(0);
+    const rows = out.trimEnd().split('\n');
+    expect(rows[0]).toMatch(/^RANK\s+SESSIONS\s+LAST USED\s+URL$/);
+    expect(rows.slice(1).map((row) => row.split(/\s+/).filter((_, i) => i !== 2))).toEqual([
+      ['1', '2', pkg('a')],
+      ['2', '2', pkg('b')],
+      ['3', '2', pkg('c')],
+    ]);
+    out = '';
+    expect(
+      await cacheCommand(['--popular', '--window', '60d', '--top', '1', '--store', store, '--output', 'json']),
+    ).toBe(0);
+    expect(JSON.parse(out)).toEqual({
+      window: '60d',
+      popular: [{ url: pkg('a'), sessions: 3, lastUsedAt: expect.any(String) }],
+    });
+    out = '';
+    expect(await cacheCommand(['--also', pkg('a'), '--store', store])).toBe(0);
+    expect(err).toBe(`2 sessions used ${pkg('a')} in the last 7d.\n`);
+    expect(out).toMatch(new RegExp(`^RANK\\s+SESSIONS\\s+URL\n1\\s+2\\s+${pkg('b')}\n2\\s+1\\s+${pkg('c')}\n$`));
+    out = '';
+    expect(await cacheCommand(['--also', pkg('c'), '--store', store, '--output', 'json'])).toBe(0);
+    expect(JSON.parse(out)).toEqual({
+      window: '7d',
+      url: pkg('c'),
+      sessions: 2,
+      also: [
+        { url: pkg('a'), sessions: 1 },
+        { url: pkg('b'), sessions: 1 },
+      ],
+    });
+    expect(await cacheCommand(['--popular', '--window', 'soon', '--store', store])).toBe(2);
+    expect(err).toContain('--window "soon" is not a window: write it like 7d, 24h, 90m or 1d12h');
+    expect(await cacheCommand(['list', '--window', '7d', '--store', store])).toBe(2);
+    expect(err).toContain('--window goes with --popular or --also URL');
   });
 
   it('exits 2 without the list command, 0 for --help', async () => {

@@ -14,7 +14,7 @@ import {
 import { type Informer, objectKey } from '../../runtime/informer.ts';
 import { KeyedMutex } from '../../runtime/mutex.ts';
 import { Resources } from '../../runtime/resources.ts';
-import { buildDownloadRequests, summarizeDownloads } from './downloads.ts';
+import { DEFAULT_MAX_DEPENDENCY_DEPTH, DEFAULT_MAX_PACKAGES, resolveDownloads } from './downloads.ts';
 import { planPlacement } from './placement.ts';
 import { hasEnded, keyOf, queueState } from './queue.ts';
 import {
@@ -27,15 +27,18 @@ import {
   pageUrl,
   readyStep,
   releaseVm,
+  runStep,
   sessionVm,
   teardown,
 } from './machine.ts';
+import { isNotFound } from '../../runtime/client.ts';
 import {
   ANNOTATIONS,
   DEFAULT_VM_NAMESPACE,
   LABELS,
   type VirtualMachine,
   imageFor,
+  runOutputName,
   vmNamespace,
 } from '../../vm/builders.ts';
 import { isWarmAndReady, nodeOf } from '../warmpool/controller.ts';
@@ -119,9 +122,10 @@ export function browseSessionController(options: SessionControllerOptions): Cont
             ];
           // The portal records the guest agent's report in the status: go on from there.
           const installed = getCondition(session.status?.conditions as Condition[] | undefined, 'Installed');
-          return installed && installed.status !== 'Unknown' && session.status?.phase === 'Installing'
-            ? [keyOf(session)]
-            : [];
+          if (installed && installed.status !== 'Unknown' && session.status?.phase === 'Installing')
+            return [keyOf(session)];
+          // And a test run's result.
+          return session.status?.run?.finishedAt && session.status.phase !== 'Completed' ? [keyOf(session)] : [];
         },
       },
       {
@@ -132,6 +136,17 @@ export function browseSessionController(options: SessionControllerOptions): Cont
         },
       },
       { type: Resources.DownloadRequest, keys: ownerKeys(Resources.BrowseSession) },
+      // An archive a session starts from becomes Ready (or goes).
+      {
+        type: Resources.SessionArchive,
+        keys: (archive) =>
+          sessionsWhere(
+            (s) =>
+              s.metadata.namespace === archive.metadata.namespace &&
+              s.spec.fromArchive === archive.metadata.name &&
+              !s.status?.vm,
+          ),
+      },
       // The session's DNS record (read from the cache before it is applied; a change undone is redone).
       { type: Resources.DNSEndpoint, keys: ownerKeys(Resources.BrowseSession) },
       // A pool that changes (new capacity, new nodes) may let waiting sessions start.
@@ -194,26 +209,31 @@ export function browseSessionController(options: SessionControllerOptions): Cont
         status = condition(rest, 'Queued', 'False', 'Started', 'no earlier session of the user is active', generation);
       }
 
-      // Step 3: downloads, one DownloadRequest per package.
-      for (const request of buildDownloadRequests(session)) {
-        const live = ctx.cache<DownloadRequest>(Resources.DownloadRequest).get(objectKey(request));
-        await ctx.writer.apply(Resources.DownloadRequest, request, live ?? null);
-      }
-      const downloads = summarizeDownloads(
+      // Step 3: downloads, one DownloadRequest per package and per package they require.
+      const downloads = resolveDownloads(
         session,
         ctx
           .cache<DownloadRequest>(Resources.DownloadRequest)
           .list()
           .filter((r) => r.metadata.namespace === session.metadata.namespace),
+        {
+          maxDepth: pool.spec.downloads?.maxDependencyDepth ?? DEFAULT_MAX_DEPENDENCY_DEPTH,
+          maxPackages: pool.spec.downloads?.maxPackages ?? DEFAULT_MAX_PACKAGES,
+          pool: pool.metadata.name!,
+        },
       );
+      if (!downloads.failed)
+        for (const request of downloads.requests) {
+          const live = ctx.cache<DownloadRequest>(Resources.DownloadRequest).get(objectKey(request));
+          if (!live) await ctx.writer.apply(Resources.DownloadRequest, request, null);
+        }
       status = { ...status, packages: downloads.packages };
       if (downloads.failed) {
-        const { index, url, reason, message } = downloads.failed;
-        const text = `package ${index + 1} (${url}) could not be downloaded: ${reason}: ${message}`;
-        status = condition({ ...status, phase: 'Failed' }, 'Downloaded', 'False', 'DownloadFailed', text, generation);
-        status = condition(status, 'Failed', 'True', 'DownloadFailed', text, generation);
+        const { reason, message } = downloads.failed;
+        status = condition({ ...status, phase: 'Failed' }, 'Downloaded', 'False', reason, message, generation);
+        status = condition(status, 'Failed', 'True', reason, message, generation);
         await write(status);
-        await ctx.event('Warning', 'DownloadFailed', text);
+        await ctx.event('Warning', reason, message);
         return;
       }
       if (!downloads.done) {
@@ -222,7 +242,7 @@ export function browseSessionController(options: SessionControllerOptions): Cont
           'Downloaded',
           'False',
           'Downloading',
-          `${downloads.succeeded} of ${downloads.total} packages downloaded`,
+          `${downloads.succeeded} of ${downloads.total} packages downloaded${downloads.total > session.spec.packages.length ? ` (${downloads.total - session.spec.packages.length} required by the session's packages)` : ''}`,
           generation,
         );
         await write(status);
@@ -233,7 +253,7 @@ export function browseSessionController(options: SessionControllerOptions): Cont
         'Downloaded',
         'True',
         'Downloaded',
-        `${downloads.total} packages in the store`,
+        `${downloads.total} packages in the store${downloads.total > session.spec.packages.length ? `, ${downloads.total - session.spec.packages.length} of them required by the session's packages; install order: requirements first` : ''}`,
         generation,
       );
 
@@ -319,14 +339,34 @@ export function browseSessionController(options: SessionControllerOptions): Cont
       const url = pageUrl(options, session, pageToken);
       if (status.url !== url) status = { ...status, url };
       const vms = ctx.cache<VirtualMachine>(Resources.VirtualMachine).list();
-      const stepped = await runSteps(status, [
-        (s) => ensureVm(session, s, pool, vms, ctx, options),
-        async (s) => installStep(session, s),
-        (s) => ensureDns(session, s, pool, ctx),
-        async (s) => readyStep(session, s, pool),
-        (s) => notify('ready', session, s, ctx, options),
-      ]);
+      // A test run (mode Run) needs no DNS name and no ready mail: it installs, runs, and ends.
+      const stepped = await runSteps(
+        status,
+        session.spec.mode === 'Run'
+          ? [
+              (s) => ensureVm(session, s, pool, vms, ctx, options),
+              async (s) => installStep(session, s),
+              async (s) => runStep(session, s),
+            ]
+          : [
+              (s) => ensureVm(session, s, pool, vms, ctx, options),
+              async (s) => installStep(session, s),
+              (s) => ensureDns(session, s, pool, ctx),
+              async (s) => readyStep(session, s, pool),
+              (s) => notify('ready', session, s, ctx, options),
+            ],
+      );
       await write(stepped.status);
+      if (stepped.status.phase === 'Completed') {
+        const run = stepped.status.run!;
+        await ctx.event(
+          run.result === 'Succeeded' ? 'Normal' : 'Warning',
+          'Completed',
+          `test run ${run.result}${run.exitCode !== undefined ? ` (exit ${run.exitCode})` : ''}; releasing the VM and its address`,
+        );
+        // Ended: the next reconcile (ended below) releases everything and mails the result.
+        return;
+      }
       if (stepped.status.phase === 'Ready' && status.phase !== 'Ready') {
         options.onReady?.(session);
         await ctx.event(
@@ -348,6 +388,28 @@ export function browseSessionController(options: SessionControllerOptions): Cont
       const { node: _n, ip: _i, vm: _v, ...rest } = status;
       status = rest;
     }
+    // A test run that failed before its script ran is over too: `kubectl wait --for=condition=Completed` returns.
+    if (session.spec.mode === 'Run' && status.phase === 'Failed') {
+      const failed = getCondition(status.conditions as Condition[] | undefined, 'Failed');
+      if (getCondition(status.conditions as Condition[] | undefined, 'Completed')?.status !== 'True') {
+        status = condition(
+          { ...status, completedAt: new Date().toISOString().replace(/\.\d+Z$/, 'Z') },
+          'Completed',
+          'True',
+          failed?.reason ?? 'Failed',
+          `the test script did not run: ${failed?.message ?? 'the session failed'}`,
+          session.metadata.generation,
+        );
+      }
+    }
+    if (status.phase === 'Completed') {
+      const sent = await notify('completed', session, status, ctx, options);
+      status = sent.status;
+      if (sent.requeueAfterMs !== undefined) {
+        await ctx.writer.patchStatus(Resources.BrowseSession, session, status);
+        return { requeueAfterMs: sent.requeueAfterMs };
+      }
+    }
     if (status.phase === 'Failed') {
       const failed = getCondition(status.conditions as Condition[] | undefined, 'Failed');
       const sent = await notify(
@@ -366,9 +428,11 @@ export function browseSessionController(options: SessionControllerOptions): Cont
     await ctx.writer.patchStatus(Resources.BrowseSession, session, status);
     const pool = ctx.cache<ServerPool>(Resources.ServerPool).get(session.spec.pool);
     const endedAt = Date.parse(
-      (status.phase === 'Expired'
-        ? status.expiresAt
-        : getCondition(status.conditions as Condition[] | undefined, 'Failed')?.lastTransitionTime) ?? '',
+      (status.phase === 'Completed'
+        ? status.completedAt
+        : status.phase === 'Expired'
+          ? status.expiresAt
+          : getCondition(status.conditions as Condition[] | undefined, 'Failed')?.lastTransitionTime) ?? '',
     );
     const keepMs = durationOr(pool?.spec.sessions?.historyTTL, 24 * 3_600_000);
     if (Number.isNaN(endedAt)) return;
@@ -378,18 +442,26 @@ export function browseSessionController(options: SessionControllerOptions): Cont
     ctx.log.info('history TTL over: session deleted');
   }
 
-  async function release(session: BrowseSession, ctx: ReconcileContext): Promise<void> {
+  /** Everything the session holds; a test run that ended keeps its login Secret (its page) until deleted. */
+  async function release(session: BrowseSession, ctx: ReconcileContext, deleting = false): Promise<void> {
     loginsSeen.delete(session.metadata.uid!);
     // The login Secret is in the pool's VM namespace (or, with the pool gone, where its VM was).
     const pool = ctx.cache<ServerPool>(Resources.ServerPool).get(session.spec.pool);
     const vms = ctx.cache<VirtualMachine>(Resources.VirtualMachine).list();
     const vmNs = pool ? vmNamespace(pool) : (sessionVm(session, vms)?.metadata.namespace ?? DEFAULT_VM_NAMESPACE);
-    await teardown(session, vms, ctx.cache<DownloadRequest>(Resources.DownloadRequest).list(), ctx, vmNs);
+    const keepLogin = !deleting && session.spec.mode === 'Run';
+    await teardown(session, vms, ctx.cache<DownloadRequest>(Resources.DownloadRequest).list(), ctx, vmNs, keepLogin);
+    if (deleting && session.spec.mode === 'Run')
+      await ctx.client
+        .delete(Resources.ConfigMap, runOutputName(session), session.metadata.namespace)
+        .catch((error) => {
+          if (!isNotFound(error)) throw error;
+        });
   }
 
   /** Deleting a session: release what it holds, then let it go (the address goes with the object). */
   async function finish(session: BrowseSession, ctx: ReconcileContext): Promise<void> {
-    await release(session, ctx);
+    await release(session, ctx, true);
     await ctx.writer.removeFinalizer(Resources.BrowseSession, session, SESSION_FINALIZER);
   }
 }
@@ -405,7 +477,7 @@ function claimableWarmVms(
   sessions: readonly BrowseSession[],
 ): Map<string, number> | undefined {
   const image = imageFor(session, pool);
-  if (!image || session.spec.persistent) return undefined;
+  if (!image || session.spec.persistent || session.spec.fromArchive) return undefined;
   const counts = new Map<string, number>();
   for (const vm of vms) {
     const node = nodeOf(vm);
@@ -419,7 +491,8 @@ function claimableWarmVms(
   }
   for (const other of sessions) {
     const node = other.status?.node;
-    if (!node || other.status?.vm || other.spec.persistent || other.spec.pool !== pool.metadata.name) continue;
+    if (!node || other.status?.vm || other.spec.persistent || other.spec.fromArchive) continue;
+    if (other.spec.pool !== pool.metadata.name) continue;
     if (other.metadata.uid === session.metadata.uid || hasEnded(other)) continue;
     if (counts.has(node)) counts.set(node, counts.get(node)! - 1);
   }

@@ -2,9 +2,9 @@
 // report, DNS, mail, Ready and expiry, plus the teardown that expiry and deletion share. Each step
 // reads the world, does at most a few writes, and says whether the session may go on.
 import { randomBytes } from 'node:crypto';
-import type { BrowseSessionStatus } from '../../api/browsesession.ts';
+import { type BrowseSessionStatus, DEFAULT_RUN_TIMEOUT, packageRef } from '../../api/browsesession.ts';
 import { durationMs, durationOr } from '../../api/duration.ts';
-import type { BrowseSession, DownloadRequest, ServerPool } from '../../api/objects.ts';
+import type { BrowseSession, DownloadRequest, ServerPool, SessionArchive } from '../../api/objects.ts';
 import { type Mailer, isTransientMailError, messageIdFor } from '../../notify/mailer.ts';
 import { type SessionMailKind, renderSessionMail } from '../../notify/render.ts';
 import { isConflict, isNotFound } from '../../runtime/client.ts';
@@ -146,12 +146,42 @@ export async function ensureVm(
     return { status: failed, proceed: false };
   }
   let vm = sessionVm(session, vms);
+  // Started from an archive: its own copy of the archived disk, never a warm VM.
+  let source = image;
+  if (!vm && session.spec.fromArchive) {
+    const archived = archiveFor(session, ctx);
+    if ('failed' in archived) {
+      let failed = withCondition(
+        { ...status, phase: 'Failed' },
+        'VMReady',
+        'False',
+        archived.reason,
+        archived.failed,
+        generation,
+      );
+      failed = withCondition(failed, 'Failed', 'True', archived.reason, archived.failed, generation);
+      return { status: failed, proceed: false };
+    }
+    if ('waiting' in archived) {
+      const next = withCondition(
+        { ...status, phase: 'Starting' },
+        'VMReady',
+        'False',
+        'WaitingForArchive',
+        archived.waiting,
+        generation,
+      );
+      return { status: next, proceed: false, requeueAfterMs: 5_000 };
+    }
+    source = { ...image, snapshot: archived.snapshot };
+  }
   if (!vm) {
     const claim = { session, node: status.node!, ip: status.ip! };
     // A persistent session keeps its disk: it gets its own fresh copy, never a shared warm VM.
     const candidates = vms.filter(
       (v) =>
         !session.spec.persistent &&
+        !session.spec.fromArchive &&
         isWarmAndReady(v) &&
         v.metadata.labels?.[LABELS.image] === image.name &&
         v.metadata.labels?.[LABELS.pool] === pool.metadata.name &&
@@ -189,15 +219,18 @@ export async function ensureVm(
         buildAgentSecret(pool, name, randomBytes(24).toString('hex'), deps.portalUrl, session.metadata.labels),
         null,
       );
-      vm = await ctx.writer.create<VirtualMachine>(
-        Resources.VirtualMachine,
-        buildVirtualMachine(pool, image, name, claim),
-      );
+      const built = buildVirtualMachine(pool, source, name, claim);
+      if (session.spec.fromArchive)
+        built.metadata.annotations![ANNOTATIONS.restoredFrom] =
+          `${session.metadata.namespace}/${session.spec.fromArchive}`;
+      vm = await ctx.writer.create<VirtualMachine>(Resources.VirtualMachine, built);
       deps.onClaim?.('cold');
       await ctx.event(
         'Normal',
         'VMCreated',
-        `no warm VM of ${image.name} on node ${status.node}: created ${name} from snapshot ${image.snapshot}`,
+        session.spec.fromArchive
+          ? `created ${name} from archive ${session.spec.fromArchive} (snapshot ${source.snapshot}), a copy of its disk`
+          : `no warm VM of ${image.name} on node ${status.node}: created ${name} from snapshot ${image.snapshot}`,
       );
     }
   }
@@ -226,6 +259,34 @@ export async function ensureVm(
   return { status: next, proceed: true };
 }
 
+/**
+ * The archive a session starts from: its snapshot, or why the session must wait or fails. Only the
+ * archive's owner may start from it (an admin creating the session for them counts as them).
+ */
+export function archiveFor(
+  session: BrowseSession,
+  ctx: ReconcileContext,
+): { snapshot: string } | { waiting: string } | { failed: string; reason: string } {
+  const name = session.spec.fromArchive!;
+  const archive = ctx.cache<SessionArchive>(Resources.SessionArchive).get(`${session.metadata.namespace}/${name}`);
+  // Another user's archive is reported exactly like a missing one: its existence is not for them.
+  if (!archive || archive.spec.user !== session.spec.user || archive.metadata.deletionTimestamp)
+    return {
+      reason: 'ArchiveNotFound',
+      failed: `there is no archive ${name} of ${session.spec.user} in namespace ${session.metadata.namespace} (spec.fromArchive): kubectl browse archive list shows yours`,
+    };
+  if (archive.status?.phase === 'Failed')
+    return { reason: 'ArchiveFailed', failed: `archive ${name} failed: it holds no snapshot to start from` };
+  if (archive.status?.phase !== 'Ready' || !archive.status.snapshot)
+    return { waiting: `archive ${name} is ${archive.status?.phase ?? 'Pending'}: the VM starts once it is Ready` };
+  if (archive.status.os && archive.status.os !== session.spec.os)
+    return {
+      reason: 'ArchiveMismatch',
+      failed: `archive ${name} is a ${archive.status.os} VM, the session asks for ${session.spec.os} (spec.os)`,
+    };
+  return { snapshot: archive.status.snapshot };
+}
+
 /** Step 7: the guest agent's report (written by the portal) says whether the packages are installed. */
 export function installStep(session: BrowseSession, status: Status): StepResult {
   const installed = getCondition(status.conditions as Condition[] | undefined, 'Installed');
@@ -249,6 +310,46 @@ export function installStep(session: BrowseSession, status: Status): StepResult 
     'the guest agent has not reported yet',
     session.metadata.generation,
   );
+  return { status: next, proceed: false };
+}
+
+/** A run whose VM says nothing this long after its timeout has ended is over (TimedOut). */
+export const RUN_GRACE_MS = 120_000;
+
+/**
+ * Step 7 of a session of mode Run: the test runs once installed; the agent's result (written by
+ * the portal into status.run) completes the session. No result by the run's timeout plus a grace
+ * period: it completes as TimedOut. The teardown follows (the session has ended).
+ */
+export function runStep(session: BrowseSession, status: Status, now = Date.now()): StepResult {
+  const generation = session.metadata.generation;
+  const timeoutMs = durationOr(session.spec.run?.timeout ?? DEFAULT_RUN_TIMEOUT, 1_800_000);
+  let run = status.run;
+  if (!run?.finishedAt) {
+    const installed = getCondition(status.conditions as Condition[] | undefined, 'Installed');
+    const since = Date.parse(installed?.lastTransitionTime ?? '') || now;
+    const deadline = since + timeoutMs + RUN_GRACE_MS;
+    if (now < deadline) {
+      const next = withCondition(
+        { ...status, phase: 'Running' },
+        'Completed',
+        'False',
+        'Running',
+        `the test script runs (at most ${session.spec.run?.timeout ?? DEFAULT_RUN_TIMEOUT}, spec.run.timeout)`,
+        generation,
+      );
+      return { status: next, proceed: false, requeueAfterMs: deadline - now };
+    }
+    run = { ...run, result: 'TimedOut', finishedAt: timestamp(now) };
+  }
+  const result = run.result ?? (run.exitCode === 0 ? 'Succeeded' : 'ScriptFailed');
+  const took = run.durationSeconds !== undefined ? ` after ${run.durationSeconds} s` : '';
+  const message =
+    result === 'TimedOut'
+      ? `the test script did not finish within spec.run.timeout (${session.spec.run?.timeout ?? DEFAULT_RUN_TIMEOUT})${took}`
+      : `the test script exited ${run.exitCode}${took}`;
+  let next: Status = { ...status, run, phase: 'Completed', completedAt: run.finishedAt };
+  next = withCondition(next, 'Completed', 'True', result, message, generation);
   return { status: next, proceed: false };
 }
 
@@ -285,7 +386,12 @@ export async function notify(
   deps: MachineDeps,
 ): Promise<StepResult> {
   const link = status.url ?? '';
-  const reason = { ready: 'ReadyMailSent', noCapacity: 'RetryLaterMailSent', failed: 'FailureMailSent' }[kind];
+  const reason = {
+    ready: 'ReadyMailSent',
+    noCapacity: 'RetryLaterMailSent',
+    failed: 'FailureMailSent',
+    completed: 'ResultMailSent',
+  }[kind];
   const notified = getCondition(status.conditions as Condition[] | undefined, 'Notified');
   if (notified?.status === 'True' && notified.reason === reason) return { status, proceed: true };
   if (!deps.mailer) {
@@ -308,12 +414,13 @@ export async function notify(
     expiresAt: status.expiresAt,
     duration: session.spec.duration,
     packages: (status.packages ?? session.spec.packages).map((p) => ({
-      url: p.url,
+      url: packageRef(p),
       installed: 'installed' in p ? p.installed : undefined,
       message: 'message' in p ? p.message : undefined,
     })),
     reason: failedCondition?.reason,
     message: failedCondition?.message,
+    run: status.run,
   });
   try {
     await deps.mailer.send({
@@ -382,6 +489,7 @@ export async function teardown(
   requests: readonly DownloadRequest[],
   ctx: ReconcileContext,
   vmNs: string,
+  keepLogin = false,
 ): Promise<void> {
   const ns = session.metadata.namespace;
   const gone = (error: unknown): void => {
@@ -389,7 +497,8 @@ export async function teardown(
   };
   await releaseVm(session, vms, ctx);
   await ctx.client.delete(Resources.DNSEndpoint, dnsEndpointName(session), ns).catch(gone);
-  await ctx.client.delete(Resources.Secret, loginSecretName(session), vmNs).catch(gone);
+  // A finished test run keeps its page (its token is in the login Secret) until it is deleted.
+  if (!keepLogin) await ctx.client.delete(Resources.Secret, loginSecretName(session), vmNs).catch(gone);
   for (const request of requests) {
     const owned = request.metadata.ownerReferences?.some((ref) => ref.uid === session.metadata.uid);
     if (owned && request.metadata.namespace === ns)

@@ -13,7 +13,7 @@ export interface QueueState {
 
 export function hasEnded(session: BrowseSession): boolean {
   const phase = session.status?.phase;
-  return phase === 'Expired' || phase === 'Failed' || !!session.metadata.deletionTimestamp;
+  return phase === 'Expired' || phase === 'Failed' || phase === 'Completed' || !!session.metadata.deletionTimestamp;
 }
 
 function order(session: BrowseSession): string {

@@ -5,9 +5,12 @@
 import { Counter, type Registry } from 'prom-client';
 import type { DownloadRequestStatus } from '../../api/downloadrequest.ts';
 import type { DownloadRequest, ServerPool } from '../../api/objects.ts';
-import { FetchError, messageOf } from '../../fetch/errors.ts';
+import { FetchError, messageOf, redactUrl } from '../../fetch/errors.ts';
 import { type FetchTimeouts } from '../../fetch/plugin.ts';
 import { type FetchResult, fetchToStore, findInStore } from '../../fetch/fetch.ts';
+import { NotAnArchive, findSpecFile } from '../../deps/archive.ts';
+import { type PackageSpec, SPEC_FILE, SpecError, parseSpec } from '../../deps/spec.ts';
+import { packageFileName } from '../../portal/agent-api.ts';
 import { NetworkGuard } from '../../fetch/guard.ts';
 import { plugins } from '../../fetch/plugin.ts';
 import { type ContentStore, hexOf } from '../../fetch/store.ts';
@@ -21,6 +24,14 @@ export const DEFAULT_MAX_PACKAGE_BYTES = 1024 ** 3;
 const RENEW_SHARE = 1 / 3;
 /** A request waiting for another of the same URL is woken when that one finishes; this is the fallback. */
 const SAME_URL_WAIT_MS = 5000;
+/** The user, where known: a session's labels (this one too, if it has it) are copied to its requests. */
+const USER_LABEL = 'codebrowse.io/user';
+
+/**
+ * The use of a package could not be written to the store's history. The request is left as it is
+ * (not Failed: the content is fine) and the reconcile is retried; the write is idempotent.
+ */
+class UseNotRecorded extends Error {}
 
 export interface DownloaderOptions {
   /** Our name in status.worker. */
@@ -61,6 +72,14 @@ function finished(request: DownloadRequest): boolean {
   return request.status?.phase === 'Succeeded' || request.status?.phase === 'Failed';
 }
 
+/** The BrowseSession that owns (controls) the request: sessions' downloads are what "browsing" means. */
+function owningSession(request: DownloadRequest): { uid: string; name: string } | undefined {
+  const owner = request.metadata.ownerReferences?.find(
+    (ref) => ref.kind === 'BrowseSession' && ref.apiVersion.startsWith('codebrowse.io/') && ref.controller,
+  );
+  return owner ? { uid: owner.uid, name: owner.name } : undefined;
+}
+
 function claimAgeMs(request: DownloadRequest): number {
   const renewed = Date.parse(request.status?.claimRenewedAt ?? '');
   return Number.isNaN(renewed) ? Infinity : Date.now() - renewed;
@@ -69,7 +88,7 @@ function claimAgeMs(request: DownloadRequest): number {
 /** Requests of one URL (and digest) are fetched once: by the oldest unfinished one; the rest wait for it. */
 function firstOfItsUrl(request: DownloadRequest, all: readonly DownloadRequest[]): DownloadRequest {
   const same = all.filter(
-    (r) => r.spec.url === request.spec.url && (r.spec.sha256 ?? '') === (request.spec.sha256 ?? '') && !finished(r),
+    (r) => r.spec.url === request.spec.url! && (r.spec.sha256 ?? '') === (request.spec.sha256 ?? '') && !finished(r),
   );
   const order = (r: DownloadRequest): string =>
     `${r.metadata.creationTimestamp ?? ''}/${r.metadata.namespace ?? ''}/${r.metadata.name ?? ''}`;
@@ -114,7 +133,8 @@ export function downloadRequestController(options: DownloaderOptions): Controlle
     ],
     async reconcile(request, ctx): Promise<ReconcileResult | void> {
       if (finished(request)) return;
-      const scheme = schemeOf(request.spec.url);
+      if (request.spec.cache) return serveCacheEntry(request, ctx);
+      const scheme = schemeOf(request.spec.url!);
       const served = schemes.has(scheme);
       // A scheme no plug-in knows is refused by any downloader; one only others serve is left to them.
       if (!served && plugins.has(scheme)) return;
@@ -131,14 +151,14 @@ export function downloadRequestController(options: DownloaderOptions): Controlle
 
       if (!served) {
         const claimed = await claim(request, options.identity, ctx);
-        return fail(claimed, new FetchError('UnsupportedScheme', unsupported(request.spec.url)), ctx);
+        return fail(claimed, new FetchError('UnsupportedScheme', unsupported(request.spec.url!)), ctx);
       }
       const limits = limitsOf(request, ctx);
       if (limits instanceof FetchError) return fail(request, limits, ctx);
       // Already in the store: the take and the result are one write (under the same precondition).
       let cached: FetchResult | undefined;
       try {
-        cached = await findInStore(options.store, request.spec.url, { sha256: request.spec.sha256, ...limits });
+        cached = await findInStore(options.store, request.spec.url!, { sha256: request.spec.sha256, ...limits });
       } catch (error) {
         return fail(
           request,
@@ -152,6 +172,30 @@ export function downloadRequestController(options: DownloaderOptions): Controlle
       return download(claimed, limits, ctx);
     },
   };
+
+  /** A request for a cache entry (spec.cache): served from the store by digest, never fetched. */
+  async function serveCacheEntry(request: DownloadRequest, ctx: ReconcileContext): Promise<void> {
+    const digest = request.spec.cache!;
+    const entry = (await options.store.list()).find((e) => e.digest === digest);
+    if (!entry)
+      return fail(
+        request,
+        new FetchError(
+          'NotFound',
+          `cache entry ${digest} is not in the download store (evicted, or never downloaded here): name the package by its URL instead`,
+        ),
+        ctx,
+      );
+    const result: FetchResult = {
+      digest,
+      path: entry.path,
+      bytes: entry.size,
+      fromCache: true,
+      attempts: 0,
+      finalUrl: entry.finalUrl,
+    };
+    return succeed(request, result, 0, ctx, entry.url);
+  }
 
   /** The size cap and the allow-list of the request's pool. */
   function limitsOf(
@@ -175,7 +219,11 @@ export function downloadRequestController(options: DownloaderOptions): Controlle
     result: FetchResult,
     attempts: number,
     ctx: ReconcileContext,
+    sourceUrl?: string,
   ): Promise<void> {
+    // The package's codebrowse.yaml, read from the stored content (what the session installs by).
+    const url = sourceUrl ?? latest.spec.url!;
+    const found = await readPackageSpec(result.path, packageFileName(url, 0), ctx.log);
     let status: Status = {
       ...latest.status,
       phase: 'Succeeded',
@@ -192,12 +240,37 @@ export function downloadRequestController(options: DownloaderOptions): Controlle
       claimRenewedAt: renewedAt(),
       completedAt: now(),
       observedGeneration: latest.metadata.generation,
+      ...(sourceUrl ? { sourceUrl } : {}),
+      packageSpec: found.spec,
+      packageSpecError: found.error,
     };
     status = withCondition(status, 'Succeeded', 'True', result.fromCache ? 'FromCache' : 'Fetched', status.message!);
+    // Before the status: once Succeeded, the request is never reconciled again.
+    recordUse(latest, result, url);
     await ctx.writer.patchStatus(Resources.DownloadRequest, latest, status, { precondition: true });
-    downloads.inc({ scheme: schemeOf(latest.spec.url), result: result.fromCache ? 'CacheHit' : 'Succeeded' });
+    downloads.inc({ scheme: schemeOf(latest.spec.url!), result: result.fromCache ? 'CacheHit' : 'Succeeded' });
     if (!result.fromCache) bytesTotal.inc(result.bytes);
     ctx.log.info({ digest: result.digest, bytes: result.bytes, fromCache: result.fromCache }, 'download succeeded');
+  }
+
+  /** Adds the request's session to the package's usage history (not for requests of no session). */
+  function recordUse(request: DownloadRequest, result: FetchResult, url: string): void {
+    const session = owningSession(request);
+    if (!session || !options.store.history) return;
+    try {
+      options.store.history.recordUse({
+        sessionUid: session.uid,
+        namespace: request.metadata.namespace!,
+        session: session.name,
+        user: request.metadata.labels?.[USER_LABEL],
+        url: redactUrl(url),
+        digest: result.digest,
+      });
+    } catch (error) {
+      throw new UseNotRecorded(
+        `the use of ${redactUrl(url)} by session ${session.name} was not recorded: ${messageOf(error)}`,
+      );
+    }
   }
 
   async function download(
@@ -230,7 +303,7 @@ export function downloadRequestController(options: DownloaderOptions): Controlle
     };
     const timer = setInterval(renew, Math.max(500, options.claimTtlMs * RENEW_SHARE));
     try {
-      const result = await fetchToStore(options.store, request.spec.url, {
+      const result = await fetchToStore(options.store, request.spec.url!, {
         sha256: request.spec.sha256,
         maxBytes,
         guard,
@@ -254,6 +327,7 @@ export function downloadRequestController(options: DownloaderOptions): Controlle
       clearInterval(timer);
       await writing;
       if (lost) throw lost; // another worker has it now; nothing of ours to write
+      if (error instanceof UseNotRecorded) throw error; // fetched: the retry finds it in the store
       if (ctx.signal.aborted) {
         // Shutting down: hand the request back so another worker starts at once.
         await release(latest, ctx);
@@ -289,9 +363,31 @@ export function downloadRequestController(options: DownloaderOptions): Controlle
     status = withCondition(status, 'Succeeded', 'False', error.reason, error.message);
     status = withCondition(status, 'Failed', 'True', error.reason, error.message);
     await ctx.writer.patchStatus(Resources.DownloadRequest, request, status, { precondition: true });
-    downloads.inc({ scheme: schemeOf(request.spec.url), result: error.reason });
+    downloads.inc({ scheme: schemeOf(request.spec.url!), result: error.reason });
     await ctx.event('Warning', error.reason, error.message);
     ctx.log.warn({ reason: error.reason, err: error.message }, 'download failed');
+  }
+}
+
+/**
+ * The spec of the package stored at `path`: none, a checked spec, or why it cannot be used. A file
+ * that is not the archive its name says has none (its install reports that).
+ */
+async function readPackageSpec(
+  path: string,
+  fileName: string,
+  log: ReconcileContext['log'],
+): Promise<{ spec?: PackageSpec; error?: string }> {
+  try {
+    const file = await findSpecFile(path, fileName);
+    return file ? { spec: parseSpec(file.text, file.path) } : {};
+  } catch (error) {
+    if (error instanceof NotAnArchive) {
+      log.info({ why: error.message }, `no ${SPEC_FILE} looked for`);
+      return {};
+    }
+    if (error instanceof SpecError) return { error: error.message };
+    throw error;
   }
 }
 

@@ -1,0 +1,177 @@
+// The SessionArchive reconciler against the real API server, kwok playing KubeVirt's VMs, and the
+// test playing KubeVirt's snapshot controller (it marks each VirtualMachineSnapshot ready; the QEMU
+// VM host does it for real in e2e/vmhost/session-vm.test.ts): an archive of a Ready session gets
+// its snapshot, labelled with owner and packages; the per-user quota, another user's session and a
+// missing one are refused by name; a session starts from a Ready archive only for its owner; the
+// retention deletes the archive and its snapshot; deleting an archive deletes its snapshot.
+import { afterAll, beforeAll, describe, expect, it } from '@jest/globals';
+import { testKubeconfigPath, useTestNamespace } from '../../../e2e/cluster/test-env.ts';
+import type { BrowseSession, ServerPool, SessionArchive } from '../../src/api/objects.ts';
+import type { KubeObject } from '../../src/runtime/client.ts';
+import type { Condition } from '../../src/runtime/conditions.ts';
+import { Resources } from '../../src/runtime/resources.ts';
+import type { Secret, VirtualMachine } from '../../src/vm/builders.ts';
+import { clientFor, eventually } from '../runtime/harness.ts';
+import { SCOPE_LABEL, type World, startWorld, uniqueName } from './world.ts';
+
+const admin = clientFor(testKubeconfigPath());
+const ns = useTestNamespace('arch');
+const VMS = 'codebrowse-vms';
+let world: World;
+let pool: string;
+let snapshotsMarked = 0;
+let marker: NodeJS.Timeout;
+
+interface Snapshot extends KubeObject {
+  spec: { source: { name: string } };
+  status?: { readyToUse?: boolean };
+}
+
+beforeAll(async () => {
+  world = await startWorld(admin);
+  await world.node(uniqueName('host'));
+  pool = uniqueName('pool');
+  await world.pool(pool, {
+    sessionsPerNode: 10,
+    addresses: { cidr: '10.93.0.0/24', nodePrefix: 26 },
+    archive: { maxPerUser: 2, retention: '1h' },
+  } as Partial<ServerPool['spec']> & Pick<ServerPool['spec'], 'addresses'>);
+  // KubeVirt's snapshot controller, played: every snapshot of this world becomes ready.
+  marker = setInterval(() => {
+    void (async () => {
+      const { items } = await admin.list<Snapshot>(Resources.VirtualMachineSnapshot, VMS, {
+        labelSelector: `${SCOPE_LABEL}=${world.scope}`,
+      });
+      for (const s of items.filter((i) => !i.status?.readyToUse)) {
+        await admin.mergePatch(
+          Resources.VirtualMachineSnapshot,
+          s.metadata.name!,
+          VMS,
+          { status: { readyToUse: true, phase: 'Succeeded' } },
+          'status',
+        );
+        snapshotsMarked++;
+      }
+    })().catch(() => undefined);
+  }, 300);
+}, 60_000);
+
+afterAll(async () => {
+  clearInterval(marker);
+  await world?.stop();
+});
+
+const labels = () => ({ [SCOPE_LABEL]: world.scope });
+
+async function readySession(name: string, user = name): Promise<BrowseSession> {
+  await world.session(ns.name, name, { pool, user });
+  const withVm = await eventually(`${name} has a running VM`, async () => {
+    const s = await admin.get<BrowseSession>(Resources.BrowseSession, name, ns.name);
+    return s?.status?.conditions?.some((c) => c.type === 'VMReady' && c.status === 'True') ? s : undefined;
+  });
+  // The guest agent, played: all is well.
+  const secret = await admin.get<Secret>(Resources.Secret, `${withVm.status!.vm}-agent`, VMS);
+  const token = Buffer.from(secret!.data!.token!, 'base64').toString('utf8');
+  const res = await fetch(`${world.portalUrl}/agent/v1/done`, {
+    method: 'POST',
+    headers: { authorization: `Bearer ${token}`, 'content-type': 'application/json' },
+    body: JSON.stringify({ installed: true }),
+  });
+  expect(res.status).toBe(204);
+  return eventually(`${name} Ready`, async () => {
+    const s = await admin.get<BrowseSession>(Resources.BrowseSession, name, ns.name);
+    return s?.status?.phase === 'Ready' ? s : undefined;
+  });
+}
+
+async function archive(name: string, session: string, user: string, retention?: string): Promise<SessionArchive> {
+  await admin.create(Resources.SessionArchive, {
+    apiVersion: 'codebrowse.io/v1alpha1',
+    kind: 'SessionArchive',
+    metadata: { name, namespace: ns.name, labels: labels() },
+    spec: { session, user, ...(retention ? { retention } : {}) },
+  });
+  return eventually(`archive ${name} settled`, async () => {
+    const a = await admin.get<SessionArchive>(Resources.SessionArchive, name, ns.name);
+    return a?.status?.phase === 'Ready' || a?.status?.phase === 'Failed' ? a : undefined;
+  });
+}
+
+const failed = (a: SessionArchive) => (a.status?.conditions as Condition[]).find((c) => c.type === 'Failed');
+
+describe('the snapshot archive', () => {
+  it('archives, counts the quota, refuses by name, restores only for the owner, and cleans up', async () => {
+    const session = await readySession('ann');
+    const a1 = await archive('ann-1', 'ann', 'ann');
+    expect(a1.status).toMatchObject({ phase: 'Ready', vm: session.status!.vm, os: 'linux', pool });
+    expect(a1.status?.packages).toEqual(session.status!.packages!.map((p) => p.url));
+    const expires = Date.parse(a1.status!.expiresAt!) - Date.parse(a1.status!.archivedAt!);
+    expect(expires).toBe(3_600_000); // the pool's retention
+    const snapshot = await admin.get<Snapshot>(Resources.VirtualMachineSnapshot, a1.status!.snapshot!, VMS);
+    expect(snapshot?.spec.source.name).toBe(session.status!.vm);
+    expect(snapshot?.metadata.labels?.['codebrowse.io/user']).toBe('ann');
+    expect(JSON.parse(snapshot!.metadata.annotations!['codebrowse.io/packages']!)).toEqual(a1.status?.packages);
+
+    // Longer than the pool keeps: kept for the pool's retention.
+    const a2 = await archive('ann-2', 'ann', 'ann', '100h');
+    expect(a2.status?.phase).toBe('Ready');
+    expect((a2.status?.conditions as Condition[]).find((c) => c.type === 'Ready')?.message).toMatch(
+      /spec\.retention 100h is longer than the pool's spec\.archive\.retention/,
+    );
+    // The quota: two per user in this pool.
+    const a3 = await archive('ann-3', 'ann', 'ann');
+    expect(failed(a3)).toMatchObject({ reason: 'QuotaExceeded' });
+    expect(failed(a3)?.message).toMatch(
+      /ann has 2 archives of pool .*spec\.archive\.maxPerUser 2.*kubectl browse archive delete/,
+    );
+    // Someone else's session, and a missing one.
+    expect(failed(await archive('zed-1', 'ann', 'zed'))).toMatchObject({ reason: 'NotYourSession' });
+    expect(failed(await archive('ann-4', 'nobody', 'ann'))).toMatchObject({ reason: 'SessionNotFound' });
+
+    // Another user's session from ann's archive: refused as if it did not exist; no VM made.
+    await world.session(ns.name, 'zed', { pool, user: 'zed', packages: [], fromArchive: 'ann-1' });
+    const zed = await eventually('zed failed', async () => {
+      const s = await admin.get<BrowseSession>(Resources.BrowseSession, 'zed', ns.name);
+      return s?.status?.phase === 'Failed' ? s : undefined;
+    });
+    expect((zed.status?.conditions as Condition[]).find((c) => c.type === 'Failed')).toMatchObject({
+      reason: 'ArchiveNotFound',
+    });
+    // ann's own (her first session ended: one at a time): a cold VM whose root disk is restored from
+    // the archive's snapshot (never a warm one).
+    await admin.delete(Resources.BrowseSession, 'ann', ns.name);
+    await world.session(ns.name, 'ann-again', { pool, user: 'ann', packages: [], fromArchive: 'ann-1' });
+    const vm = await eventually('a VM from the archive', async () => {
+      const { items } = await admin.list<VirtualMachine>(Resources.VirtualMachine, VMS);
+      return items.find((v) => v.metadata.annotations?.['codebrowse.io/restored-from'] === `${ns.name}/ann-1`);
+    });
+    expect(vm.spec?.dataVolumeTemplates?.[0]?.spec?.source).toEqual({
+      snapshot: { namespace: VMS, name: a1.status!.snapshot },
+    });
+
+    // Deleting an archive deletes its snapshot.
+    await admin.delete(Resources.SessionArchive, 'ann-2', ns.name);
+    await eventually('ann-2 and its snapshot gone', async () =>
+      !(await admin.get(Resources.SessionArchive, 'ann-2', ns.name)) &&
+      !(await admin.get(Resources.VirtualMachineSnapshot, a2.status!.snapshot!, VMS))
+        ? true
+        : undefined,
+    );
+    expect(snapshotsMarked).toBeGreaterThanOrEqual(2);
+  }, 120_000);
+
+  it('the retention over, the archive and its snapshot are deleted', async () => {
+    await readySession('ben');
+    const a = await archive('ben-1', 'ben', 'ben', '3s');
+    expect(a.status?.phase).toBe('Ready');
+    await eventually(
+      'ben-1 expired and gone with its snapshot',
+      async () =>
+        !(await admin.get(Resources.SessionArchive, 'ben-1', ns.name)) &&
+        !(await admin.get(Resources.VirtualMachineSnapshot, a.status!.snapshot!, VMS))
+          ? true
+          : undefined,
+      20_000,
+    );
+  }, 120_000);
+});
