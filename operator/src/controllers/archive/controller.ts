@@ -11,12 +11,12 @@ import {
   type SessionArchiveStatus,
 } from '../../api/sessionarchive.ts';
 import { isNotFound } from '../../runtime/client.ts';
-import { type Condition, setCondition } from '../../runtime/conditions.ts';
 import type { ControllerDefinition, ReconcileContext, ReconcileResult } from '../../runtime/controller.ts';
 import { Resources } from '../../runtime/resources.ts';
 import type { KubeObject } from '../../runtime/client.ts';
 import { imageFor, vmNamespace } from '../../vm/builders.ts';
 import { packageRef } from '../../api/browsesession.ts';
+import { statusWithCondition } from '../browsesession/machine.ts';
 
 export const ARCHIVE_FINALIZER = 'codebrowse.io/archive-cleanup';
 export const ARCHIVE_LABELS = {
@@ -52,24 +52,6 @@ function timestamp(ms = Date.now()): string {
 /** The snapshot's name: one per archive object (its uid), so a re-created archive never reuses one. */
 export function snapshotName(archive: SessionArchive): string {
   return `archive-${archive.metadata.uid}`;
-}
-
-function withCondition(
-  status: Status,
-  type: string,
-  value: 'True' | 'False' | 'Unknown',
-  reason: string,
-  message: string,
-  generation?: number,
-): Status {
-  return {
-    ...status,
-    conditions: setCondition(
-      status.conditions as Condition[] | undefined,
-      { type, status: value, reason, message, observedGeneration: generation },
-      new Date(),
-    ),
-  };
 }
 
 /** An archive that counts against its user's quota: not failed, not being deleted. */
@@ -114,8 +96,15 @@ export function sessionArchiveController(): ControllerDefinition<SessionArchive>
         await ctx.writer.patchStatus(Resources.SessionArchive, archive, next, { precondition: true });
       };
       const fail = async (reason: string, message: string): Promise<void> => {
-        let next = withCondition({ ...status, phase: 'Failed' }, 'Failed', 'True', reason, message, generation);
-        next = withCondition(next, 'Ready', 'False', reason, message, generation);
+        let next = statusWithCondition<Status>(
+          { ...status, phase: 'Failed' },
+          'Failed',
+          'True',
+          reason,
+          message,
+          generation,
+        );
+        next = statusWithCondition<Status>(next, 'Ready', 'False', reason, message, generation);
         await write(next);
         await ctx.event('Warning', reason, message);
       };
@@ -154,7 +143,7 @@ export function sessionArchiveController(): ControllerDefinition<SessionArchive>
             `session ${archive.spec.session} has ended: its VM is gone; archive a running session`,
           );
         if (phase !== 'Ready' || !session.status?.vm) {
-          const next = withCondition(
+          const next = statusWithCondition<Status>(
             { ...status, phase: 'Pending' },
             'Ready',
             'False',
@@ -207,7 +196,7 @@ export function sessionArchiveController(): ControllerDefinition<SessionArchive>
         } catch (error) {
           if (!(error instanceof Error && 'status' in error && error.status === 409)) throw error;
         }
-        status = withCondition(
+        status = statusWithCondition<Status>(
           {
             ...status,
             phase: 'Snapshotting',
@@ -252,7 +241,7 @@ export function sessionArchiveController(): ControllerDefinition<SessionArchive>
       const retention = Math.min(asked ? durationOr(asked, longest) : longest, longest);
       const archivedAt = timestamp();
       const expiresAt = timestamp(Date.parse(archivedAt) + retention);
-      status = withCondition(
+      status = statusWithCondition<Status>(
         { ...status, phase: 'Ready', archivedAt, expiresAt },
         'Ready',
         'True',

@@ -63,6 +63,18 @@ export function withCondition(
   message: string,
   generation?: number,
 ): Status {
+  return statusWithCondition(status, type, value, reason, message, generation);
+}
+
+/** Any kind's `status` with its metav1-style condition `type` set now. */
+export function statusWithCondition<S extends { conditions?: unknown[] }>(
+  status: S,
+  type: string,
+  value: 'True' | 'False' | 'Unknown',
+  reason: string,
+  message: string,
+  generation?: number,
+): S {
   return {
     ...status,
     conditions: setCondition(

@@ -8,7 +8,8 @@ import type { DownloadRequest, ServerPool } from '../../api/objects.ts';
 import { FetchError, messageOf, redactUrl } from '../../fetch/errors.ts';
 import { type FetchTimeouts } from '../../fetch/plugin.ts';
 import { type FetchResult, fetchToStore, findInStore } from '../../fetch/fetch.ts';
-import { NotAnArchive, findSpecFile } from '../../deps/archive.ts';
+import { LRUCache } from 'lru-cache';
+import { NotAnArchive, archiveKind, findSpecFile } from '../../deps/archive.ts';
 import { type PackageSpec, SPEC_FILE, SpecError, parseSpec } from '../../deps/spec.ts';
 import { packageFileName } from '../../portal/agent-api.ts';
 import { NetworkGuard } from '../../fetch/guard.ts';
@@ -223,7 +224,7 @@ export function downloadRequestController(options: DownloaderOptions): Controlle
   ): Promise<void> {
     // The package's codebrowse.yaml, read from the stored content (what the session installs by).
     const url = sourceUrl ?? latest.spec.url!;
-    const found = await readPackageSpec(result.path, packageFileName(url, 0), ctx.log);
+    const found = await readPackageSpec(result.path, packageFileName(url, 0), ctx.log, result.digest);
     let status: Status = {
       ...latest.status,
       phase: 'Succeeded',
@@ -377,19 +378,30 @@ async function readPackageSpec(
   path: string,
   fileName: string,
   log: ReconcileContext['log'],
+  digest: string,
 ): Promise<{ spec?: PackageSpec; error?: string }> {
+  // Content never changes under its digest: a package served from the cache again is not scanned
+  // again (a large archive without a spec is read to its end to know that).
+  const key = `${digest} ${archiveKind(fileName) ?? ''}`;
+  const known = SPECS_READ.get(key);
+  if (known) return known;
+  let found: { spec?: PackageSpec; error?: string };
   try {
     const file = await findSpecFile(path, fileName);
-    return file ? { spec: parseSpec(file.text, file.path) } : {};
+    found = file ? { spec: parseSpec(file.text, file.path) } : {};
   } catch (error) {
     if (error instanceof NotAnArchive) {
       log.info({ why: error.message }, `no ${SPEC_FILE} looked for`);
-      return {};
-    }
-    if (error instanceof SpecError) return { error: error.message };
-    throw error;
+      found = {};
+    } else if (error instanceof SpecError) found = { error: error.message };
+    else throw error;
   }
+  SPECS_READ.set(key, found);
+  return found;
 }
+
+/** The specs read lately, by digest and archive kind. */
+const SPECS_READ = new LRUCache<string, { spec?: PackageSpec; error?: string }>({ max: 2000 });
 
 function unsupported(url: string): string {
   return `${url.split(':')[0]}:// is not a scheme codebrowse downloads: use an http://, https:// or ftp:// URL`;
