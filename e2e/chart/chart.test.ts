@@ -18,6 +18,7 @@ import { ControlPlane, KWOK_NODE_ANNOTATION, freePort } from '../cluster/control
 import { crdFiles, installCrds } from '../cluster/install.ts';
 import type { BrowseSession, ServerPool } from '../../operator/src/api/objects.ts';
 import { type KubeClient, type KubeObject, isNotFound } from '../../operator/src/runtime/client.ts';
+import { KINDS } from '../../operator/src/api/kinds.ts';
 import { Resources, type ResourceType } from '../../operator/src/runtime/resources.ts';
 import { TestServer } from '../../operator/test/fetch/servers.ts';
 import { clientFor, eventually } from '../../operator/test/runtime/harness.ts';
@@ -208,7 +209,7 @@ describe('the chart', () => {
     expect(objects.every((o) => o.metadata.labels?.environment === 'production')).toBe(true);
     expect(objects.find((o) => o.kind === 'Ingress')).toHaveProperty('spec.rules.0.host', 'codebrowse.example.org');
     expect(stdout).toContain('--smtp-url=smtp://mail.example.org:587');
-    expect(objects.filter((o) => o.kind === 'CustomResourceDefinition')).toHaveLength(3);
+    expect(objects.filter((o) => o.kind === 'CustomResourceDefinition')).toHaveLength(KINDS.length);
   });
 
   it('applies to the real API server with server-side dry-run, then for real', async () => {
@@ -316,6 +317,21 @@ describe('the chart', () => {
     expect(denied.message).toMatch(/codebrowse:admins/);
     await alice.create(Resources.BrowseSession, session('mine', 'alice'));
     await carol.create(Resources.BrowseSession, session('for-bob', 'bob'));
+    // Archives likewise: only of and for yourself.
+    const archive = (name: string, user: string) => ({
+      apiVersion: 'codebrowse.io/v1alpha1',
+      kind: 'SessionArchive',
+      metadata: { name, namespace: 'team-a' },
+      spec: { session: 'for-bob', user },
+    });
+    const archiveDenied = await alice.create(Resources.SessionArchive, archive('steal', 'bob')).then(
+      () => undefined,
+      (error: unknown) => error as Error & { status: number },
+    );
+    expect(archiveDenied?.status).toBe(403);
+    expect(archiveDenied?.message).toMatch(/spec\.user is "bob" but you are "alice": create archives for yourself/);
+    await alice.create(Resources.SessionArchive, archive('mine', 'alice'));
+    await admin.delete(Resources.SessionArchive, 'mine', 'team-a');
     // No leftovers of probes that got through before the policy was active.
     for (const s of (await admin.list<BrowseSession>(Resources.BrowseSession, 'team-a')).items)
       await admin.delete(Resources.BrowseSession, s.metadata.name!, 'team-a').catch((e: unknown) => {
