@@ -29,6 +29,8 @@ export const ARCHIVE_ANNOTATIONS = {
   archivedAt: 'codebrowse.io/archived-at',
   session: 'codebrowse.io/archived-session',
 };
+/** How long a snapshot may take to become ready. */
+const SNAPSHOT_TIMEOUT_MS = 10 * 60_000;
 /** Index of archives by owner. */
 const BY_USER = 'user';
 
@@ -96,6 +98,8 @@ export function sessionArchiveController(): ControllerDefinition<SessionArchive>
         await ctx.writer.patchStatus(Resources.SessionArchive, archive, next, { precondition: true });
       };
       const fail = async (reason: string, message: string): Promise<void> => {
+        // A failed archive keeps no snapshot.
+        if (status.snapshot) await deleteSnapshot(archive, ctx);
         let next = statusWithCondition<Status>(
           { ...status, phase: 'Failed' },
           'Failed',
@@ -235,7 +239,19 @@ export function sessionArchiveController(): ControllerDefinition<SessionArchive>
       if (!snapshot) return { requeueAfterMs: 5_000 };
       if (snapshot.status?.phase === 'Failed')
         return fail('SnapshotFailed', `the snapshot failed: ${snapshot.status.error?.message ?? 'no reason given'}`);
-      if (!snapshot.status?.readyToUse) return;
+      if (!snapshot.status?.readyToUse) {
+        // A snapshot that never becomes ready (its VM went while it was taken): the archive fails.
+        const since = Date.parse(
+          status.conditions?.find((c) => c.type === 'Ready' && c.reason === 'Snapshotting')?.lastTransitionTime ?? '',
+        );
+        const left = (Number.isNaN(since) ? Date.now() : since) + SNAPSHOT_TIMEOUT_MS - Date.now();
+        if (left <= 0)
+          return fail(
+            'SnapshotTimedOut',
+            `the snapshot ${status.snapshot} was not ready within ${SNAPSHOT_TIMEOUT_MS / 60_000} min (did the VM go?): delete this archive and archive a running session again`,
+          );
+        return { requeueAfterMs: left };
+      }
       const asked = archive.spec.retention;
       const longest = durationOr(pool?.spec.archive?.retention, durationMs(DEFAULT_ARCHIVE_RETENTION)!);
       const retention = Math.min(asked ? durationOr(asked, longest) : longest, longest);
@@ -259,16 +275,18 @@ export function sessionArchiveController(): ControllerDefinition<SessionArchive>
     },
   };
 
-  async function remove(archive: SessionArchive, ctx: ReconcileContext): Promise<void> {
+  async function deleteSnapshot(archive: SessionArchive, ctx: ReconcileContext): Promise<void> {
     const status = archive.status ?? {};
-    if (status.snapshot) {
-      const pool = ctx.cache<ServerPool>(Resources.ServerPool).get(status.pool ?? '');
-      const namespace = pool ? vmNamespace(pool) : undefined;
-      if (namespace)
-        await ctx.client.delete(Resources.VirtualMachineSnapshot, status.snapshot, namespace).catch((error) => {
-          if (!isNotFound(error)) throw error;
-        });
-    }
+    const pool = ctx.cache<ServerPool>(Resources.ServerPool).get(status.pool ?? '');
+    const namespace = pool ? vmNamespace(pool) : undefined;
+    if (status.snapshot && namespace)
+      await ctx.client.delete(Resources.VirtualMachineSnapshot, status.snapshot, namespace).catch((error) => {
+        if (!isNotFound(error)) throw error;
+      });
+  }
+
+  async function remove(archive: SessionArchive, ctx: ReconcileContext): Promise<void> {
+    await deleteSnapshot(archive, ctx);
     await ctx.writer.removeFinalizer(Resources.SessionArchive, archive, ARCHIVE_FINALIZER);
   }
 }
