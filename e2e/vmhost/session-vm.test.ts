@@ -185,20 +185,11 @@ spec:
       });
 
       // ssh from the VM host's network namespace to the session's address, with that password.
-      const askpass = join(dir, 'askpass.sh');
-      await writeFile(askpass, `#!/bin/sh\nprintf '%s\\n' '${password.replace(/'/g, '')}'\n`);
-      await chmod(askpass, 0o700);
-      const { stdout } = await run(
-        'ip',
-        [
-          ...['netns', 'exec', netns, 'ssh', '-o', 'StrictHostKeyChecking=no', '-o', 'UserKnownHostsFile=/dev/null'],
-          ...['-o', 'PubkeyAuthentication=no', '-o', 'ConnectTimeout=20', `tester@${ip}`],
-          "whoami; dpkg-query -W -f '${Status}\\n' codebrowse-hello; cat /usr/share/codebrowse-hello/hello.txt /usr/local/share/tool/tool.txt; sudo -n id",
-        ],
-        {
-          env: { ...process.env, SSH_ASKPASS: askpass, SSH_ASKPASS_REQUIRE: 'force', DISPLAY: 'none' },
-          timeout: MINUTE,
-        },
+      const stdout = await ssh(
+        'tester',
+        ip,
+        password,
+        "whoami; dpkg-query -W -f '${Status}\\n' codebrowse-hello; cat /usr/share/codebrowse-hello/hello.txt /usr/local/share/tool/tool.txt; sudo -n id",
       );
       expect(stdout.split('\n')).toEqual([
         'tester',

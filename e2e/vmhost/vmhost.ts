@@ -22,6 +22,7 @@ import { setTimeout as sleep } from 'node:timers/promises';
 import { parseArgs } from 'node:util';
 import type { ServerPool } from '../../operator/src/api/objects.ts';
 import { KubeClient, type KubeObject } from '../../operator/src/runtime/client.ts';
+import { toApiTime } from '../../operator/src/runtime/conditions.ts';
 import { Informer, objectKey } from '../../operator/src/runtime/informer.ts';
 import { KubeAccess } from '../../operator/src/runtime/kubeconfig.ts';
 import { createLogger } from '../../operator/src/runtime/log.ts';
@@ -542,7 +543,7 @@ async function takeSnapshot(snapshot: VirtualMachineSnapshot): Promise<void> {
       status: {
         readyToUse: true,
         phase: 'Succeeded',
-        creationTime: new Date().toISOString().replace(/\.\d+Z$/, 'Z'),
+        creationTime: toApiTime(),
         sourceUID: guest.uid,
         indications: ['Online'],
       },
@@ -696,11 +697,16 @@ async function reconcile(key: string): Promise<void> {
   await writeStatus(guest, vm);
 }
 
-function enqueue(key: string): void {
+/** Runs `task` (default: the VM's reconcile) after what is queued for the VM `key`: one at a time per VM. */
+function enqueue(
+  key: string,
+  task: () => Promise<void> = () => reconcile(key),
+  what = 'reconcile failed; again in 1 s',
+): void {
   const previous = queue.get(key) ?? Promise.resolve();
   const next = previous
-    .then(() => reconcile(key))
-    .catch((error: unknown) => log.warn({ vm: key, err: (error as Error).message }, 'reconcile failed; again in 1 s'))
+    .then(task)
+    .catch((error: unknown) => log.warn({ vm: key, err: (error as Error).message }, what))
     .finally(() => {
       if (queue.get(key) === next) queue.delete(key);
     });
@@ -745,17 +751,11 @@ snapshots.on((event) => {
     return;
   }
   // One at a time with its VM's reconciles (a snapshot stops the guest for a moment).
-  const key = `${snapshot.metadata.namespace}/${snapshot.spec.source.name}`;
-  const previous = queue.get(key) ?? Promise.resolve();
-  const next = previous
-    .then(() => takeSnapshot(snapshot))
-    .catch((error: unknown) =>
-      log.warn({ snapshot: snapshot.metadata.name, err: (error as Error).message }, 'snapshot failed'),
-    )
-    .finally(() => {
-      if (queue.get(key) === next) queue.delete(key);
-    });
-  queue.set(key, next);
+  enqueue(
+    `${snapshot.metadata.namespace}/${snapshot.spec.source.name}`,
+    () => takeSnapshot(snapshot),
+    `snapshot ${snapshot.metadata.name} failed`,
+  );
 });
 pools.on((event) => {
   const pool = event.object;

@@ -27,10 +27,10 @@ import {
 import { durationOr } from '../api/duration.ts';
 import type { BrowseSession } from '../api/objects.ts';
 import { type KubeClient, isConflict } from '../runtime/client.ts';
-import { type Condition, setCondition } from '../runtime/conditions.ts';
+import { type Condition, setCondition, toApiTime } from '../runtime/conditions.ts';
 import type { Informer } from '../runtime/informer.ts';
 import { Resources } from '../runtime/resources.ts';
-import { mergePatchBetween } from '../runtime/apply.ts';
+import { controllerReference, mergePatchBetween } from '../runtime/apply.ts';
 import { ANNOTATIONS, type Secret, type VirtualMachine, loginSecretName, runOutputName } from '../vm/builders.ts';
 
 const BODY_LIMIT = 64 * 1024;
@@ -301,7 +301,7 @@ export class AgentApi {
       typeof body.durationSeconds === 'number' && body.durationSeconds >= 0 ? body.durationSeconds : 0;
     const startedAt =
       typeof body.startedAt === 'string' && !Number.isNaN(Date.parse(body.startedAt))
-        ? new Date(Date.parse(body.startedAt)).toISOString().replace(/\.\d+Z$/, 'Z')
+        ? toApiTime(Date.parse(body.startedAt))
         : undefined;
     const output = keptOutput(body.output);
     const outputBytes =
@@ -320,15 +320,7 @@ export class AgentApi {
         name,
         namespace: session.metadata.namespace,
         labels: { 'codebrowse.io/session': session.metadata.name!.slice(0, 63) },
-        ownerReferences: [
-          {
-            apiVersion: 'codebrowse.io/v1alpha1',
-            kind: 'BrowseSession',
-            name: session.metadata.name!,
-            uid: session.metadata.uid!,
-            controller: true,
-          },
-        ],
+        ownerReferences: [controllerReference(Resources.BrowseSession, session)],
       },
       data: { output },
     };
@@ -338,7 +330,7 @@ export class AgentApi {
       if (!isConflict(error)) throw error;
       await this.deps.client.mergePatch(Resources.ConfigMap, name, session.metadata.namespace, { data: { output } });
     }
-    const finishedAt = new Date().toISOString().replace(/\.\d+Z$/, 'Z');
+    const finishedAt = toApiTime();
     const run: RunStatus = {
       ...(timedOut ? {} : { exitCode: exitCode as number }),
       result: timedOut ? 'TimedOut' : exitCode === 0 ? 'Succeeded' : 'ScriptFailed',

@@ -16,6 +16,7 @@ import { type KubeClient, type KubeObject, isNotFound } from '../runtime/client.
 import { Resources } from '../runtime/resources.ts';
 import { type Secret, imageFor, loginSecretName, runOutputName, vmNamespace } from '../vm/builders.ts';
 import { DEFAULT_RUN_TIMEOUT, packageRef } from '../api/browsesession.ts';
+import { hasEnded } from '../controllers/browsesession/queue.ts';
 import { PORTAL_CSS, PORTAL_JS } from './assets.ts';
 import { CONSOLE_JS, renderConsolePage, serveNoVnc } from './console.ts';
 import {
@@ -89,9 +90,7 @@ function archiveView(archive: SessionArchive): ArchiveView {
 
 /** Its page is gone: ended, except a test run, whose page shows its result until it is deleted. */
 function ended(session: BrowseSession): boolean {
-  const phase = session.status?.phase;
-  if (session.spec.mode === 'Run') return !!session.metadata.deletionTimestamp;
-  return phase === 'Expired' || phase === 'Failed' || phase === 'Completed' || !!session.metadata.deletionTimestamp;
+  return session.spec.mode === 'Run' ? !!session.metadata.deletionTimestamp : hasEnded(session);
 }
 
 export class SessionPages {

@@ -114,9 +114,9 @@ export function conditionsEqual(a: readonly Condition[] | undefined, b: readonly
   });
 }
 
-// metav1.Time serialises without fractional seconds; Go truncates rather than rounds.
-function toApiTime(date: Date): string {
-  return date.toISOString().replace(/\.\d+Z$/, 'Z');
+/** A metav1.Time: RFC 3339 without fractional seconds (Go truncates rather than rounds). */
+export function toApiTime(at: Date | number = Date.now()): string {
+  return new Date(at).toISOString().replace(/\.\d+Z$/, 'Z');
 }
 
 function listTypes(types: readonly string[]): string {

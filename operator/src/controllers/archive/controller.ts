@@ -10,7 +10,8 @@ import {
   DEFAULT_ARCHIVES_PER_USER,
   type SessionArchiveStatus,
 } from '../../api/sessionarchive.ts';
-import { isNotFound } from '../../runtime/client.ts';
+import { isConflict, isNotFound } from '../../runtime/client.ts';
+import { toApiTime as timestamp } from '../../runtime/conditions.ts';
 import type { ControllerDefinition, ReconcileContext, ReconcileResult } from '../../runtime/controller.ts';
 import { Resources } from '../../runtime/resources.ts';
 import type { KubeObject } from '../../runtime/client.ts';
@@ -46,10 +47,6 @@ export interface VirtualMachineSnapshot extends KubeObject {
 }
 
 type Status = SessionArchiveStatus;
-
-function timestamp(ms = Date.now()): string {
-  return new Date(ms).toISOString().replace(/\.\d+Z$/, 'Z');
-}
 
 /** The snapshot's name: one per archive object (its uid), so a re-created archive never reuses one. */
 export function snapshotName(archive: SessionArchive): string {
@@ -198,7 +195,7 @@ export function sessionArchiveController(): ControllerDefinition<SessionArchive>
         try {
           await ctx.client.create(Resources.VirtualMachineSnapshot, snapshot);
         } catch (error) {
-          if (!(error instanceof Error && 'status' in error && error.status === 409)) throw error;
+          if (!isConflict(error)) throw error; // made by an earlier run of ours
         }
         status = statusWithCondition<Status>(
           {

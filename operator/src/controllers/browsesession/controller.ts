@@ -4,7 +4,7 @@
 // install report, DNS, mail, Ready, expiry; and the teardown that expiry, failure and deletion share.
 import type { BrowseSessionStatus } from '../../api/browsesession.ts';
 import type { BrowseSession, DownloadRequest, Node, ServerPool } from '../../api/objects.ts';
-import { type Condition, setCondition } from '../../runtime/conditions.ts';
+import { type Condition, getCondition, toApiTime } from '../../runtime/conditions.ts';
 import {
   type ControllerDefinition,
   type ReconcileContext,
@@ -30,6 +30,7 @@ import {
   runStep,
   sessionVm,
   teardown,
+  withCondition,
 } from './machine.ts';
 import { isNotFound } from '../../runtime/client.ts';
 import {
@@ -43,7 +44,6 @@ import {
 } from '../../vm/builders.ts';
 import { isWarmAndReady, nodeOf } from '../warmpool/controller.ts';
 import { durationOr } from '../../api/duration.ts';
-import { getCondition } from '../../runtime/conditions.ts';
 
 export const SESSION_FINALIZER = 'codebrowse.io/session-cleanup';
 /** Index of the session cache by spec.user (immutable). */
@@ -62,24 +62,6 @@ export interface SessionControllerOptions extends MachineDeps {
 }
 
 type Status = BrowseSessionStatus;
-
-function condition(
-  status: Status,
-  type: string,
-  value: 'True' | 'False' | 'Unknown',
-  reason: string,
-  message: string,
-  generation?: number,
-): Status {
-  return {
-    ...status,
-    conditions: setCondition(
-      status.conditions as Condition[] | undefined,
-      { type, status: value, reason, message, observedGeneration: generation },
-      new Date(),
-    ),
-  };
-}
 
 export function browseSessionController(options: SessionControllerOptions): ControllerDefinition<BrowseSession> {
   // Placement reads "what is in use" and then claims an address: one pool at a time in this process
@@ -175,7 +157,7 @@ export function browseSessionController(options: SessionControllerOptions): Cont
 
       const pool = ctx.cache<ServerPool>(Resources.ServerPool).get(session.spec.pool);
       if (!pool) {
-        status = condition(
+        status = withCondition(
           { ...status, phase: 'Pending' },
           'Scheduled',
           'False',
@@ -193,7 +175,7 @@ export function browseSessionController(options: SessionControllerOptions): Cont
         ctx.cache<BrowseSession>(Resources.BrowseSession).byIndex(BY_USER, session.spec.user),
       );
       if (!queue.active) {
-        status = condition(
+        status = withCondition(
           { ...status, phase: 'Queued', queuePosition: queue.position },
           'Queued',
           'True',
@@ -206,7 +188,14 @@ export function browseSessionController(options: SessionControllerOptions): Cont
       }
       if (status.queuePosition !== undefined || status.conditions?.some((c) => c.type === 'Queued')) {
         const { queuePosition: _position, ...rest } = status;
-        status = condition(rest, 'Queued', 'False', 'Started', 'no earlier session of the user is active', generation);
+        status = withCondition(
+          rest,
+          'Queued',
+          'False',
+          'Started',
+          'no earlier session of the user is active',
+          generation,
+        );
       }
 
       // Step 3: downloads, one DownloadRequest per package and per package they require.
@@ -230,14 +219,14 @@ export function browseSessionController(options: SessionControllerOptions): Cont
       status = { ...status, packages: downloads.packages };
       if (downloads.failed) {
         const { reason, message } = downloads.failed;
-        status = condition({ ...status, phase: 'Failed' }, 'Downloaded', 'False', reason, message, generation);
-        status = condition(status, 'Failed', 'True', reason, message, generation);
+        status = withCondition({ ...status, phase: 'Failed' }, 'Downloaded', 'False', reason, message, generation);
+        status = withCondition(status, 'Failed', 'True', reason, message, generation);
         await write(status);
         await ctx.event('Warning', reason, message);
         return;
       }
       if (!downloads.done) {
-        status = condition(
+        status = withCondition(
           { ...status, phase: 'Downloading' },
           'Downloaded',
           'False',
@@ -248,7 +237,7 @@ export function browseSessionController(options: SessionControllerOptions): Cont
         await write(status);
         return;
       }
-      status = condition(
+      status = withCondition(
         status,
         'Downloaded',
         'True',
@@ -312,7 +301,7 @@ export function browseSessionController(options: SessionControllerOptions): Cont
         await release(session, ctx);
         const { node: _n, ip: _i, vm: _v, ...rest } = status;
         let expired: Status = { ...rest, phase: 'Expired' };
-        expired = condition(
+        expired = withCondition(
           expired,
           'Ready',
           'False',
@@ -320,7 +309,7 @@ export function browseSessionController(options: SessionControllerOptions): Cont
           `the booked time ended at ${status.expiresAt}`,
           generation,
         );
-        expired = condition(
+        expired = withCondition(
           expired,
           'Expired',
           'True',
@@ -392,8 +381,8 @@ export function browseSessionController(options: SessionControllerOptions): Cont
     if (session.spec.mode === 'Run' && status.phase === 'Failed') {
       const failed = getCondition(status.conditions as Condition[] | undefined, 'Failed');
       if (getCondition(status.conditions as Condition[] | undefined, 'Completed')?.status !== 'True') {
-        status = condition(
-          { ...status, completedAt: new Date().toISOString().replace(/\.\d+Z$/, 'Z') },
+        status = withCondition(
+          { ...status, completedAt: toApiTime() },
           'Completed',
           'True',
           failed?.reason ?? 'Failed',

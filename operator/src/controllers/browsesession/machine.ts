@@ -8,7 +8,7 @@ import type { BrowseSession, DownloadRequest, ServerPool, SessionArchive } from 
 import { type Mailer, isTransientMailError, messageIdFor } from '../../notify/mailer.ts';
 import { type SessionMailKind, renderSessionMail } from '../../notify/render.ts';
 import { isConflict, isNotFound } from '../../runtime/client.ts';
-import { type Condition, getCondition, setCondition } from '../../runtime/conditions.ts';
+import { type Condition, getCondition, setCondition, toApiTime as timestamp } from '../../runtime/conditions.ts';
 import type { ReconcileContext } from '../../runtime/controller.ts';
 import { Resources } from '../../runtime/resources.ts';
 import {
@@ -49,10 +49,6 @@ export interface StepResult {
   /** False: stop here for now (waiting for something that will wake us, or failed). */
   proceed: boolean;
   requeueAfterMs?: number;
-}
-
-function timestamp(ms: number = Date.now()): string {
-  return new Date(ms).toISOString().replace(/\.\d+Z$/, 'Z');
 }
 
 export function withCondition(
