@@ -34,6 +34,8 @@ export interface FetchOptions {
   /** Hold a lease on the content (release it when done serving it). */
   lease?: boolean;
   log?: Logger;
+  /** The pool whose rules (guard, size cap) this download runs under: recorded in its provenance. */
+  pool?: string;
 }
 
 export interface FetchResult {
@@ -45,6 +47,11 @@ export interface FetchResult {
   /** Download attempts made; 0 for a cache hit. */
   attempts: number;
   finalUrl: string;
+  /**
+   * The URL whose own fetch brought these bytes (redacted): the requested one, or, for content
+   * served by its digest, the URL of the entry it was served from.
+   */
+  sourceUrl: string;
   /** Present when `lease` was asked for. */
   lease?: Lease;
 }
@@ -134,8 +141,10 @@ async function attemptDownload(
   const shownUrl = redactUrl(url);
   const attempt = new AbortController();
   const signal = AbortSignal.any([overall, attempt.signal]);
+  // This attempt's own guard: what it records is exactly where these bytes come from.
+  const guard = options.guard.forOneFetch();
   const opened = await plugin.open(url, {
-    guard: options.guard,
+    guard,
     signal,
     timeouts,
     maxBytes: options.maxBytes,
@@ -162,6 +171,8 @@ async function attemptDownload(
     return await store.put(url.href, opened.body, {
       maxBytes: options.maxBytes,
       finalUrl: opened.finalUrl,
+      // Asked once the body is in: every redirect hop and address this fetch reached.
+      provenance: () => ({ ...(options.pool ? { pool: options.pool } : {}), ...guard.reached() }),
       ...(options.sha256 !== undefined ? { sha256: options.sha256 } : {}),
       ...(opened.size !== undefined ? { expectedSize: opened.size } : {}),
       onProgress: (bytes, total) => {
@@ -178,23 +189,63 @@ async function attemptDownload(
   }
 }
 
-// A hit is served only if the URL could be fetched now: content a pool with a wider allow list
-// fetched must not reach a pool whose guard refuses that host.
+/**
+ * A cached answer for `url`, served only as this request's own fetch would have been: its host is
+ * checked now, and the stored bytes' provenance (every host and address the fetch that stored them
+ * reached, redirects included) must pass this request's guard, so content a pool with a wider
+ * allow-list let in never reaches a pool whose guard refuses its source. Candidates are the URL's
+ * own entry, or, for a request with a sha256, any entry of that content (content-addressed: the
+ * bytes are what was asked for); the other URL's entry is counted, this URL's is not written.
+ * Undefined when nothing may be served: the caller fetches for real.
+ */
 async function cacheHit(store: ContentStore, url: URL, options: FetchOptions): Promise<FetchResult | undefined> {
-  const found = await store.find(url.href, options.sha256);
-  if (!found) return undefined;
+  const own = await store.find(url.href, options.sha256);
+  const candidates = own ? [own] : options.sha256 !== undefined ? await store.byDigest(options.sha256) : [];
+  if (candidates.length === 0) return undefined;
   try {
     await options.guard.resolveChecked(url.hostname);
   } catch (error) {
     // Refused, not merely unresolvable: a cache keeps working while the origin's DNS is down.
     if (error instanceof FetchError && error.reason === 'Forbidden') throw error;
   }
-  if (found.size > options.maxBytes) throw tooLargeError(redactUrl(url), options.maxBytes, found.size);
+  const served = await servable(candidates, options);
+  if (served instanceof FetchError) {
+    if (served.reason === 'TooLarge') throw served;
+    options.log?.info({ url: redactUrl(url), why: served.message }, 'not served from the cache');
+    return undefined;
+  }
   // Counted only now that it is served; a neighbour may have evicted it meanwhile (then: a miss).
-  const entry = await store.lookup(url.href, options.sha256);
-  return entry && resultOf(store, entry, options, 0);
+  const counted = served && (await store.recordHit(served));
+  return counted ? resultOf(store, counted, options, 0) : undefined;
 }
 
+/**
+ * The first of `candidates` (entries of one content) whose provenance this request's guard lets
+ * through, counted as a use; a FetchError (TooLarge, or Forbidden naming the source) when none may
+ * be served; undefined when there is none. Requests for a cache entry (spec.cache) use it too.
+ */
+export async function servable(
+  candidates: StoreEntry[],
+  options: Pick<FetchOptions, 'guard' | 'maxBytes'>,
+): Promise<StoreEntry | FetchError | undefined> {
+  let refusal: string | undefined;
+  for (const candidate of candidates) {
+    if (candidate.size > options.maxBytes)
+      return tooLargeError(`${candidate.digest} (cached from ${candidate.url})`, options.maxBytes, candidate.size);
+    const problem = await options.guard.provenanceProblem(candidate.provenance);
+    if (problem) {
+      refusal ??= problem;
+      continue;
+    }
+    return candidate;
+  }
+  return refusal === undefined
+    ? undefined
+    : new FetchError(
+        'Forbidden',
+        `${candidates[0]!.digest} is in the cache, but ${refusal}: this pool may not reach it`,
+      );
+}
 async function resultOf(
   store: ContentStore,
   entry: StoreEntry,
@@ -209,6 +260,7 @@ async function resultOf(
     fromCache: attempts === 0,
     attempts,
     finalUrl: entry.finalUrl,
+    sourceUrl: entry.url,
     ...(lease ? { lease } : {}),
   };
 }

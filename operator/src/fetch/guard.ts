@@ -89,12 +89,28 @@ const INTERNAL_NAME_SUFFIXES = [
 // complete them inside a cluster.
 const INTERNAL_NAME_LAST_LABELS = new Set(['default', 'kube-system', 'kube-public', 'kube-node-lease']);
 
+/**
+ * Where a download came from: the pool whose rules it was fetched under, every host name it used
+ * (the URL's, each redirect's) and every address it was let through to. A cache entry keeps it, so
+ * another pool is served that content only if its own guard would have let the same fetch through.
+ */
+export interface Provenance {
+  pool?: string;
+  hosts: string[];
+  addresses: string[];
+}
+
 export class NetworkGuard {
   private readonly allowed: [Address, number][];
+  private readonly allowText: string[];
   private readonly resolve: Resolver;
+  // What this guard let through: for a guard made by forOneFetch(), that fetch's reach.
+  private readonly reachedHosts = new Set<string>();
+  private readonly reachedAddresses = new Set<string>();
 
   /** `allow`: CIDRs that may be reached although they are internal (spec.downloads.allowedNetworks). */
   constructor(allow: string[] = [], options: NetworkGuardOptions = {}) {
+    this.allowText = allow;
     this.allowed = allow.map((cidr) => {
       try {
         return ipaddr.parseCIDR(cidr.trim());
@@ -109,6 +125,46 @@ export class NetworkGuard {
   checkAddress(ip: string): void {
     const problem = this.addressProblem(ip);
     if (problem) throw new FetchError('Forbidden', `${ip} is ${problem}: downloads may not reach it`);
+    this.reachedAddresses.add(parseAddress(ip).toString());
+  }
+
+  /** A guard with the same rules that records only what one fetch reaches (see reached()). */
+  forOneFetch(): NetworkGuard {
+    return new NetworkGuard(this.allowText, { resolve: this.resolve });
+  }
+
+  /** The hosts and addresses this guard let through so far (see Provenance). */
+  reached(): { hosts: string[]; addresses: string[] } {
+    return { hosts: [...this.reachedHosts].sort(), addresses: [...this.reachedAddresses].sort() };
+  }
+
+  /**
+   * Why this guard would not have let the download behind `provenance` through, or undefined: each
+   * host by its name, each address it reached. A provenance without addresses (a fetch that did
+   * not record them) is judged by what its hosts resolve to now.
+   */
+  async provenanceProblem(provenance: Provenance): Promise<string | undefined> {
+    const from = provenance.pool ? ` (fetched for pool ${provenance.pool})` : '';
+    for (const host of provenance.hosts) {
+      const name = stripBrackets(host);
+      const problem = ipaddr.isValid(name) ? this.addressProblem(name) : nameProblem(name);
+      if (problem) return `it came from ${host}${from}, which ${ipaddr.isValid(name) ? 'is ' : ''}${problem}`;
+    }
+    for (const address of provenance.addresses) {
+      const problem = this.addressProblem(address);
+      if (problem) return `it came from ${address}${from}, ${problem}`;
+    }
+    if (provenance.addresses.length === 0) {
+      for (const host of provenance.hosts) {
+        try {
+          await this.resolveChecked(host);
+        } catch (error) {
+          if (error instanceof FetchError && error.reason === 'Forbidden')
+            return `it came from ${host}: ${error.message}`;
+        }
+      }
+    }
+    return undefined;
   }
 
   /**
@@ -124,6 +180,7 @@ export class NetworkGuard {
     const problem = nameProblem(host);
     if (problem)
       throw new FetchError('Forbidden', `host ${JSON.stringify(hostname)} ${problem}: downloads may not reach it`);
+    this.reachedHosts.add(host.toLowerCase().replace(/\.+$/, ''));
   }
 
   /** Resolves a host (or takes a literal) and checks every address: one internal address refuses all. */
@@ -146,6 +203,7 @@ export class NetworkGuard {
           `host ${name} resolves to ${address}, ${problem}: downloads may not reach it`,
         );
     }
+    for (const { address } of addresses) this.reachedAddresses.add(parseAddress(address).toString());
     return addresses;
   }
 

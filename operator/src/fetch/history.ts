@@ -10,6 +10,8 @@
 //             the row is written on put, hit and eviction, and repaired when a store opens)
 //   uses      one row per (session uid, package URL): the history the rankings come from. It
 //             outlives sessions and evicted entries; a retried DownloadRequest writes the same row.
+//             Only rows that vouch for their URL (the session got that URL's own fetch, not bytes
+//             served by a sha256 from another URL's entry) count in the rankings.
 import { existsSync } from 'node:fs';
 import { join } from 'node:path';
 import { pathToFileURL } from 'node:url';
@@ -46,6 +48,9 @@ const MIGRATIONS: readonly string[] = [
    ) WITHOUT ROWID;
    CREATE INDEX uses_by_time ON uses (used_at);
    CREATE INDEX uses_by_url ON uses (url, used_at);`,
+  // Rows written before this column may come from a digest hit that re-keyed a URL's entry (the
+  // cache poisoning this version fixes): they default to not vouching.
+  `ALTER TABLE uses ADD COLUMN vouched INTEGER NOT NULL DEFAULT 0;`,
 ];
 export const SCHEMA_VERSION = MIGRATIONS.length;
 
@@ -68,6 +73,12 @@ export interface PackageUse {
   user?: string;
   url: string;
   digest: string;
+  /**
+   * The bytes are what a real fetch of `url` stored (the request's own fetch, the URL's own cache
+   * entry, or a cache entry named by digest, recorded under that entry's URL). False for bytes
+   * served by a sha256 from another URL's entry: recorded, never counted for `url`.
+   */
+  vouched: boolean;
   /** Default: now. */
   at?: Date;
 }
@@ -218,8 +229,9 @@ export class StoreHistory {
    */
   recordUse(use: PackageUse): void {
     this.run(
-      `INSERT INTO uses (session_uid, url, namespace, session, user, digest, used_at) VALUES (?, ?, ?, ?, ?, ?, ?)
-       ON CONFLICT (session_uid, url) DO UPDATE SET digest = excluded.digest,
+      `INSERT INTO uses (session_uid, url, namespace, session, user, digest, used_at, vouched)
+       VALUES (?, ?, ?, ?, ?, ?, ?, ?)
+       ON CONFLICT (session_uid, url) DO UPDATE SET digest = excluded.digest, vouched = excluded.vouched,
          user = coalesce(uses.user, excluded.user)`,
       use.sessionUid,
       use.url,
@@ -228,6 +240,7 @@ export class StoreHistory {
       use.user ?? null,
       use.digest,
       (use.at ?? new Date()).getTime(),
+      use.vouched ? 1 : 0,
     );
   }
 
@@ -238,7 +251,7 @@ export class StoreHistory {
   popular({ since, top }: RankingQuery): PopularPackage[] {
     const rows = this.statement(
       `SELECT url, count(*) AS sessions, max(used_at) AS last_used_at
-       FROM uses WHERE used_at >= ?
+       FROM uses WHERE used_at >= ? AND vouched = 1
        GROUP BY url ORDER BY sessions DESC, url ASC LIMIT ?`,
     ).all(since.getTime(), top) as { url: string; sessions: number; last_used_at: number }[];
     return rows.map((r) => ({ url: r.url, sessions: r.sessions, lastUsedAt: iso(r.last_used_at) }));
@@ -251,14 +264,14 @@ export class StoreHistory {
    */
   alsoBrowsed(url: string, { since, top }: RankingQuery): { sessions: number; also: AlsoBrowsedPackage[] } {
     const from = since.getTime();
-    const { sessions } = this.statement('SELECT count(*) AS sessions FROM uses WHERE url = ? AND used_at >= ?').get(
-      url,
-      from,
-    ) as { sessions: number };
+    const { sessions } = this.statement(
+      'SELECT count(*) AS sessions FROM uses WHERE url = ? AND used_at >= ? AND vouched = 1',
+    ).get(url, from) as { sessions: number };
     const also = this.statement(
       `SELECT other.url AS url, count(*) AS sessions
-       FROM uses AS this JOIN uses AS other ON other.session_uid = this.session_uid AND other.url <> this.url
-       WHERE this.url = ? AND this.used_at >= ?
+       FROM uses AS this JOIN uses AS other
+         ON other.session_uid = this.session_uid AND other.url <> this.url AND other.vouched = 1
+       WHERE this.url = ? AND this.used_at >= ? AND this.vouched = 1
        GROUP BY other.url ORDER BY sessions DESC, other.url ASC LIMIT ?`,
     ).all(url, from, top) as { url: string; sessions: number }[];
     return { sessions, also: also.map((r) => ({ url: r.url, sessions: r.sessions })) };

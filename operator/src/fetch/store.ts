@@ -2,7 +2,9 @@
 // directory. Nothing in it is ever rewritten in place, so no lock is needed:
 //
 //   sha256/<hex>          content, renamed into place only when complete, verified and fsynced
-//   entries/<key>.json    one URL's entry (key: sha256 of the URL), written to tmp/ and renamed
+//   entries/<key>.json    one URL's entry (key: sha256 of the URL), written to tmp/ and renamed;
+//                         only a real fetch of that URL writes it, with where the bytes came from
+//                         (its provenance: pool, hosts, addresses)
 //   entries/<key>.hits    one byte appended per cache hit: its size counts hits, its mtime is the
 //                         last use (O_APPEND writes do not lose each other's updates)
 //   leases/<hex>.<id>     "being served, do not evict": renewed while held, expires if its holder died
@@ -22,6 +24,7 @@ import { finished } from 'node:stream/promises';
 import { setFlagsFromString } from 'node:v8';
 import { runInNewContext } from 'node:vm';
 import { FetchError, redactUrl, tooLargeError } from './errors.ts';
+import type { Provenance } from './guard.ts';
 import { StoreHistory } from './history.ts';
 
 export interface StoreOptions {
@@ -60,6 +63,8 @@ export interface StoreEntry {
   fetchedAt: string;
   lastUsedAt: string;
   hits: number;
+  /** Where the fetch that wrote the entry got the bytes (its pool, hosts and addresses). */
+  provenance: Provenance;
 }
 
 export interface PutOptions {
@@ -70,6 +75,11 @@ export interface PutOptions {
   /** Announced size: fewer bytes than this is a truncated transfer (ProtocolError, transient). */
   expectedSize?: number;
   onProgress?: (bytes: number, total?: number) => void;
+  /**
+   * Where the bytes came from, asked once they are all in (a redirect adds hosts on the way).
+   * Default: the hosts of the URL and of finalUrl, with no addresses recorded.
+   */
+  provenance?: () => Provenance;
 }
 
 /** Keeps one content file from eviction until released. */
@@ -84,6 +94,7 @@ interface EntryRecord {
   digest: string;
   size: number;
   fetchedAt: string;
+  provenance: Provenance;
 }
 
 const WRITE_HIGH_WATER_MARK = 4 * 1024 * 1024;
@@ -119,6 +130,7 @@ export class ContentStore {
     const store = new ContentStore(dir, options, StoreHistory.open(dir));
     await store.removeStale('tmp', store.staleTempMs);
     await store.removeStale('leases', store.leaseTtlMs);
+    await store.removeUnprovenEntries();
     // Entries written before the index existed, or by a process that died between file and row.
     const entries = await store.list();
     store.indexing(() => store.history!.repairIndex(entries, (url) => existsSync(store.entryPath(urlKey(url)))));
@@ -140,49 +152,53 @@ export class ContentStore {
   }
 
   /**
-   * The cached content for a URL, without counting a use. With `sha256`, content with that digest
-   * is found whatever URL brought it, and an entry of the URL with other content is not.
+   * The URL's own entry (what a real fetch of that URL stored), without counting a use; with
+   * `sha256`, only if its content has that digest. Content another URL brought is never this
+   * URL's answer: see byDigest.
    */
   async find(url: string, sha256?: string): Promise<StoreEntry | undefined> {
     const key = urlKey(url);
     const record = await this.readEntry(key);
-    const wanted = sha256 === undefined ? record?.digest : `sha256:${hexOf(sha256)}`;
-    if (wanted === undefined) return undefined;
-    const size = await fileSize(this.contentPath(wanted));
-    if (size === undefined) {
-      // Evicted by a neighbour between its two unlinks, or never there: a miss.
-      if (record?.digest === wanted) await this.removeEntry(url);
+    if (!record || (sha256 !== undefined && record.digest !== `sha256:${hexOf(sha256)}`)) return undefined;
+    if ((await fileSize(this.contentPath(record.digest))) === undefined) {
+      // Evicted by a neighbour between its two unlinks: a miss.
+      await this.removeEntry(url);
       return undefined;
     }
-    if (record?.digest === wanted) return this.entry(key);
-    const now = new Date().toISOString();
-    const shownUrl = redactUrl(url);
-    return {
-      url: shownUrl,
-      finalUrl: shownUrl,
-      digest: wanted,
-      path: this.contentPath(wanted),
-      size,
-      fetchedAt: now,
-      lastUsedAt: now,
-      hits: 0,
-    };
+    return this.entry(key);
   }
 
-  /** find(), counted as a use: the URL's entry then names the content, and its LRU time is now. */
+  /**
+   * Every entry whose content has `digest` (each a real fetch of its own URL, with its provenance),
+   * most recently used first; none when the content is gone. Whoever serves one of them to another
+   * URL or a cache-entry request checks its provenance against the requester's rules first.
+   */
+  async byDigest(digest: string): Promise<StoreEntry[]> {
+    const wanted = `sha256:${hexOf(digest)}`;
+    if ((await fileSize(this.contentPath(wanted))) === undefined) return [];
+    return (await this.list()).filter((e) => e.digest === wanted).reverse();
+  }
+
+  /** The URL's own entry (find), counted as a use. */
   async lookup(url: string, sha256?: string): Promise<StoreEntry | undefined> {
     const found = await this.find(url, sha256);
-    if (!found) return undefined;
-    const key = urlKey(url);
-    if ((await this.readEntry(key))?.digest !== found.digest) {
-      const { url: shownUrl, finalUrl, digest, size, fetchedAt } = found;
-      await this.writeEntry(key, { url: shownUrl, finalUrl, digest, size, fetchedAt });
-    }
+    return found && this.recordHit(found);
+  }
+
+  /**
+   * Counts a use of an entry: its hit count and LRU time. Nothing else is written, and no other
+   * URL's entry is touched (a request served this content by digest does not make it theirs).
+   */
+  async recordHit(entry: StoreEntry): Promise<StoreEntry | undefined> {
+    const key = urlKey(entry.url);
     // The append counts the hit; utimes records its time to the millisecond (the kernel's file
     // clock is coarser), which keeps LRU order exact for hits close together.
     const now = new Date();
     await appendFile(this.hitsPath(key), '.');
     await utimes(this.hitsPath(key), now, now);
+    // A neighbour may have evicted or replaced it meanwhile.
+    const record = await this.readEntry(key);
+    if (record?.digest !== entry.digest) return undefined;
     return this.indexed(await this.entry(key));
   }
 
@@ -245,7 +261,8 @@ export class ContentStore {
         const key = urlKey(url);
         const fetchedAt = new Date().toISOString();
         const finalUrl = redactUrl(options.finalUrl ?? url);
-        await this.writeEntry(key, { url: shownUrl, finalUrl, digest, size: bytes, fetchedAt });
+        const provenance = options.provenance?.() ?? { hosts: hostsOf([url, options.finalUrl ?? url]), addresses: [] };
+        await this.writeEntry(key, { url: shownUrl, finalUrl, digest, size: bytes, fetchedAt, provenance });
         this.indexed(await this.entry(key));
         await this.evict();
         return await this.entry(key);
@@ -353,13 +370,31 @@ export class ContentStore {
     }
     // Entries are renamed into place whole; one that does not parse was damaged from outside, and
     // counts as absent so the next download replaces it.
+    // So does one without a provenance: a release before provenance re-keyed entries on digest
+    // hits (the cache poisoning it fixes), so such an entry may name another URL's bytes.
     try {
       const record = JSON.parse(text) as EntryRecord;
-      if (typeof record.url === 'string' && /^sha256:[0-9a-f]{64}$/.test(record.digest)) return record;
+      if (
+        typeof record.url === 'string' &&
+        /^sha256:[0-9a-f]{64}$/.test(record.digest) &&
+        isProvenance(record.provenance)
+      )
+        return record;
     } catch {
       // fall through
     }
     return undefined;
+  }
+
+  /** Removes the entries readEntry refuses (damaged, or written before provenance): open() does. */
+  private async removeUnprovenEntries(): Promise<void> {
+    for (const name of await readdir(join(this.dir, 'entries'))) {
+      if (!name.endsWith('.json')) continue;
+      const key = name.slice(0, -'.json'.length);
+      if (await this.readEntry(key)) continue;
+      await rm(this.entryPath(key), { force: true });
+      await rm(this.hitsPath(key), { force: true });
+    }
   }
 
   private async writeEntry(key: string, record: EntryRecord): Promise<void> {
@@ -451,6 +486,32 @@ export function hexOf(digest: string): string {
   const hex = digest.replace(/^sha256:/i, '').toLowerCase();
   if (!HEX_DIGEST.test(hex)) throw new Error(`${JSON.stringify(digest)} is not a SHA-256 digest (64 hex digits)`);
   return hex;
+}
+
+function isProvenance(value: unknown): value is Provenance {
+  const p = value as Provenance | undefined;
+  return (
+    typeof p === 'object' &&
+    p !== null &&
+    Array.isArray(p.hosts) &&
+    p.hosts.every((h) => typeof h === 'string') &&
+    Array.isArray(p.addresses) &&
+    p.addresses.every((a) => typeof a === 'string') &&
+    (p.pool === undefined || typeof p.pool === 'string')
+  );
+}
+
+/** The host names (or literals, without brackets) of URLs, once each. */
+function hostsOf(urls: string[]): string[] {
+  const hosts = new Set<string>();
+  for (const url of urls) {
+    try {
+      hosts.add(new URL(url).hostname.replace(/^\[|\]$/g, '').toLowerCase());
+    } catch {
+      // not a URL: nothing to record
+    }
+  }
+  return [...hosts].sort();
 }
 
 function urlKey(url: string): string {

@@ -184,6 +184,7 @@ describe('cacheCommand', () => {
           session: uid,
           url: pkg(name),
           digest: `sha256:${CONTENT_SHA}`,
+          vouched: true,
           at: new Date(Date.now() - daysAgo * 86_400_000),
         });
     opened.close();

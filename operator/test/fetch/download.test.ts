@@ -190,9 +190,33 @@ describe('downloads that succeed', () => {
       sha256: PAYLOAD_SHA,
       ...quick,
     });
-    expect(byDigest).toMatchObject({ fromCache: true, attempts: 0 });
+    expect(byDigest).toMatchObject({ fromCache: true, attempts: 0, sourceUrl: http.url('/file') });
     expect(http.connections).toBe(connections);
-    expect((await store.list()).find((e) => e.url === http.url('/file'))?.hits).toBe(1);
+    // Both hits count on the entry the bytes came from; the other URL gets no entry from a digest hit.
+    expect((await store.list()).map((e) => [e.url, e.hits])).toEqual([[http.url('/file'), 2]]);
+  });
+
+  it('records where the bytes came from (pool, every hop host and address), and serves them only to a guard that passes all', async () => {
+    const store = await freshStore();
+    const viaRedirect = http.url('/redirect/1');
+    await fetchToStore(store, viaRedirect, { guard: loopback, maxBytes: 10 * MiB, pool: 'wide', ...quick });
+    const [entry] = await store.list();
+    expect(entry).toMatchObject({ url: viaRedirect, finalUrl: http.url('/file') });
+    expect(entry?.provenance).toEqual({ pool: 'wide', hosts: [], addresses: ['127.0.0.1'] });
+    // The same content by digest, asked through a guard that refuses where it came from: fetched for real.
+    const narrow = new NetworkGuard(['127.0.0.2/32']);
+    await expect(narrow.provenanceProblem(entry!.provenance)).resolves.toBe(
+      'it came from 127.0.0.1 (fetched for pool wide), a loopback address (127.0.0.0/8)',
+    );
+    const connections = http.connections;
+    const refetched = await fetchToStore(store, http.url('/chunked'), {
+      guard: new NetworkGuard(['127.0.0.0/8']),
+      maxBytes: 10 * MiB,
+      sha256: PAYLOAD_SHA,
+      ...quick,
+    });
+    expect(refetched.fromCache).toBe(true); // this guard passes 127.0.0.1
+    expect(http.connections).toBe(connections);
   });
 
   it('does not serve a cached download to a guard that refuses its host', async () => {

@@ -30,6 +30,7 @@ function uses(uid: string, daysAgo: number, packages: string[]): PackageUse[] {
     session: `session-${uid}`,
     url: url(name),
     digest: `sha256:${'0'.repeat(64)}`,
+    vouched: true,
     at: new Date(NOW - daysAgo * DAY),
   }));
 }
@@ -119,6 +120,15 @@ describe('the rankings', () => {
     expect(history.popular(last7d).map((p) => p.url)).toEqual([url('in')]);
   });
 
+  it('a use that does not vouch for its URL (bytes served by a sha256 from another URL) counts for nothing', async () => {
+    const poisoned = uses('mallory', 1, ['a', 'trojan']).map((use) => ({ ...use, vouched: use.url === url('trojan') }));
+    const history = await historyWith([...SESSIONS, ...poisoned]);
+    // a: still s1 s2 s3 (mallory's row for it is not counted), and a's neighbours do not include the trojan.
+    expect(history.popular(last7d).find((p) => p.url === url('a'))?.sessions).toBe(3);
+    expect(history.alsoBrowsed(url('a'), last7d).also.map((p) => p.url)).not.toContain(url('trojan'));
+    expect(history.alsoBrowsed(url('trojan'), last7d)).toEqual({ sessions: 1, also: [] });
+  });
+
   it('a use recorded again (a retried DownloadRequest) counts once and keeps its first time', async () => {
     const history = await historyWith(SESSIONS);
     const again = { ...uses('s1', 0, ['a'])[0]!, user: 'ann' };
@@ -179,7 +189,7 @@ describe('the database', () => {
       import { StoreHistory } from ${JSON.stringify(join(import.meta.dirname, '..', '..', 'src', 'fetch', 'history.ts'))};
       const history = StoreHistory.open(process.argv[1]);
       for (let i = 0; i < 50; i++)
-        history.recordUse({ sessionUid: process.argv[2] + i, namespace: 'n', session: 's', url: 'https://x/' + (i % 5), digest: 'sha256:0' });
+        history.recordUse({ sessionUid: process.argv[2] + i, namespace: 'n', session: 's', url: 'https://x/' + (i % 5), digest: 'sha256:0', vouched: true });
       history.close();`;
     await Promise.all(
       ['p', 'q'].map((who) =>

@@ -2,7 +2,7 @@
 // mid-write, LRU eviction by count and by bytes, and leases that keep served content.
 import { spawn } from 'node:child_process';
 import { randomBytes } from 'node:crypto';
-import { readdir, stat, writeFile } from 'node:fs/promises';
+import { readdir, readFile, stat, writeFile } from 'node:fs/promises';
 import { join } from 'node:path';
 import { afterAll, beforeAll, describe, expect, it } from '@jest/globals';
 import { fetchToStore } from '../../src/fetch/fetch.ts';
@@ -220,6 +220,28 @@ describe('entries', () => {
     expect(await store.list()).toEqual([]);
     await store.put('https://example.org/a', bytes(Buffer.from('second')), { maxBytes: KiB });
     expect((await store.lookup('https://example.org/a'))?.digest).toBe(`sha256:${sha256Hex(Buffer.from('second'))}`);
+  });
+
+  it('drops, at open, an entry written before entries recorded their provenance (it may have been re-keyed by a digest hit)', async () => {
+    const dir = await tempDir('store');
+    const store = await ContentStore.open(dir);
+    await store.put('https://example.org/kept', bytes(Buffer.from('kept')), { maxBytes: KiB });
+    await store.put('https://example.org/old', bytes(Buffer.from('old')), { maxBytes: KiB });
+    const names = (await storeFiles(dir)).entries.filter((n) => n.endsWith('.json'));
+    for (const name of names) {
+      const path = join(dir, 'entries', name);
+      const record = JSON.parse(await readFile(path, 'utf8')) as { url: string };
+      if (record.url.endsWith('/old')) {
+        const { provenance: _, ...legacy } = record as { provenance?: unknown };
+        await writeFile(path, JSON.stringify(legacy));
+      }
+    }
+    store.close();
+    const reopened = await ContentStore.open(dir);
+    expect((await reopened.list()).map((e) => e.url)).toEqual(['https://example.org/kept']);
+    expect(await reopened.lookup('https://example.org/old')).toBeUndefined();
+    expect((await storeFiles(dir)).entries.filter((n) => n.endsWith('.json'))).toHaveLength(1);
+    expect(reopened.history!.indexedEntries().map((e) => e.url)).toEqual(['https://example.org/kept']);
   });
 
   it('keys entries without the password of the URL, and never writes it down', async () => {

@@ -7,7 +7,7 @@ import type { DownloadRequestStatus } from '../../api/downloadrequest.ts';
 import type { DownloadRequest, ServerPool } from '../../api/objects.ts';
 import { FetchError, messageOf, redactUrl } from '../../fetch/errors.ts';
 import { type FetchTimeouts } from '../../fetch/plugin.ts';
-import { type FetchResult, fetchToStore, findInStore } from '../../fetch/fetch.ts';
+import { type FetchResult, fetchToStore, findInStore, servable } from '../../fetch/fetch.ts';
 import { LRUCache } from 'lru-cache';
 import { NotAnArchive, archiveKind, findSpecFile } from '../../deps/archive.ts';
 import { type PackageSpec, SPEC_FILE, SpecError, parseSpec } from '../../deps/spec.ts';
@@ -159,7 +159,12 @@ export function downloadRequestController(options: DownloaderOptions): Controlle
       // Already in the store: the take and the result are one write (under the same precondition).
       let cached: FetchResult | undefined;
       try {
-        cached = await findInStore(options.store, request.spec.url!, { sha256: request.spec.sha256, ...limits });
+        cached = await findInStore(options.store, request.spec.url!, {
+          sha256: request.spec.sha256,
+          ...limits,
+          ...(request.spec.pool ? { pool: request.spec.pool } : {}),
+          log: ctx.log,
+        });
       } catch (error) {
         return fail(
           request,
@@ -174,10 +179,18 @@ export function downloadRequestController(options: DownloaderOptions): Controlle
     },
   };
 
-  /** A request for a cache entry (spec.cache): served from the store by digest, never fetched. */
+  /**
+   * A request for a cache entry (spec.cache): served from the store by digest, never fetched, and
+   * only as the requesting pool would have fetched it itself: an entry whose source its allow-list
+   * refuses, or larger than its cap, is refused.
+   */
   async function serveCacheEntry(request: DownloadRequest, ctx: ReconcileContext): Promise<void> {
     const digest = request.spec.cache!;
-    const entry = (await options.store.list()).find((e) => e.digest === digest);
+    const limits = limitsOf(request, ctx);
+    if (limits instanceof FetchError) return fail(request, limits, ctx);
+    const served = await servable(await options.store.byDigest(digest), limits);
+    if (served instanceof FetchError) return fail(request, served, ctx);
+    const entry = served && (await options.store.recordHit(served));
     if (!entry)
       return fail(
         request,
@@ -194,6 +207,7 @@ export function downloadRequestController(options: DownloaderOptions): Controlle
       fromCache: true,
       attempts: 0,
       finalUrl: entry.finalUrl,
+      sourceUrl: entry.url,
     };
     return succeed(request, result, 0, ctx, entry.url);
   }
@@ -229,7 +243,11 @@ export function downloadRequestController(options: DownloaderOptions): Controlle
       ...latest.status,
       phase: 'Succeeded',
       reason: undefined,
-      message: result.fromCache ? 'served from the cache' : `fetched ${result.bytes} bytes`,
+      message: !result.fromCache
+        ? `fetched ${result.bytes} bytes`
+        : sourceUrl === undefined && result.sourceUrl !== redactUrl(url)
+          ? 'served from the cache by its sha256 (the same bytes, stored from another URL)'
+          : 'served from the cache',
       worker: options.identity,
       bytes: result.bytes,
       totalBytes: result.bytes,
@@ -254,7 +272,11 @@ export function downloadRequestController(options: DownloaderOptions): Controlle
     ctx.log.info({ digest: result.digest, bytes: result.bytes, fromCache: result.fromCache }, 'download succeeded');
   }
 
-  /** Adds the request's session to the package's usage history (not for requests of no session). */
+  /**
+   * Adds the request's session to the package's usage history (not for requests of no session).
+   * The use vouches for the URL (counts in the rankings) only when the bytes are that URL's own
+   * fetch: content served by a sha256 from another URL's entry is recorded, but counts for nobody.
+   */
   function recordUse(request: DownloadRequest, result: FetchResult, url: string): void {
     const session = owningSession(request);
     if (!session || !options.store.history) return;
@@ -266,6 +288,7 @@ export function downloadRequestController(options: DownloaderOptions): Controlle
         user: request.metadata.labels?.[USER_LABEL],
         url: redactUrl(url),
         digest: result.digest,
+        vouched: result.sourceUrl === redactUrl(url),
       });
     } catch (error) {
       throw new UseNotRecorded(
@@ -308,6 +331,7 @@ export function downloadRequestController(options: DownloaderOptions): Controlle
         sha256: request.spec.sha256,
         maxBytes,
         guard,
+        ...(request.spec.pool ? { pool: request.spec.pool } : {}),
         timeouts: options.timeouts,
         ca: options.ca,
         signal: abort.signal,
