@@ -1,4 +1,5 @@
-// Finds (or builds, once, into a cache outside the clone) kube-apiserver, etcd, kubectl and kwok.
+// Finds (or builds, once, into a cache outside the clone) kube-apiserver, kube-controller-manager,
+// kube-scheduler, etcd, kubectl and kwok.
 import { spawn } from 'node:child_process';
 import { join } from 'node:path';
 

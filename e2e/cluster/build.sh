@@ -1,6 +1,7 @@
 #!/usr/bin/env bash
 # Builds (or reuses) the real Kubernetes binaries the e2e tests run:
-#   kube-apiserver, kubectl  from k8s.io/kubernetes (version pinned in go.mod)
+#   kube-apiserver, kube-controller-manager, kube-scheduler, kubectl
+#                            from k8s.io/kubernetes (version pinned in go.mod)
 #   etcd                     from go.etcd.io/etcd/server/v3 (./cmd/etcd, version pinned in go.mod)
 #   kwok                     from sigs.k8s.io/kwok@$KWOK_VERSION, in its own module graph
 # everything from the Go module proxy, nothing prebuilt is downloaded.
@@ -8,14 +9,15 @@
 # Prints the absolute bin dir on stdout (last and only line); progress goes to stderr.
 #
 # Env:
-#   CODEBROWSE_K8S_ASSETS  dir with ready kube-apiserver, etcd, kubectl, kwok: build nothing, use it
+#   CODEBROWSE_K8S_ASSETS  dir with ready kube-apiserver, kube-controller-manager, kube-scheduler,
+#                          etcd, kubectl, kwok: build nothing, use it
 #   CODEBROWSE_CACHE       cache root (default ${XDG_CACHE_HOME:-$HOME/.cache}/codebrowse), keep it
 #                          outside the clone: go/mod, go/build and bin/<key>/ live there
 #   GO                     go command to use (default: go on PATH, else /usr/local/go/bin/go)
 set -euo pipefail
 
 KWOK_VERSION=v0.8.0
-BINARIES=(kube-apiserver etcd kubectl kwok)
+BINARIES=(kube-apiserver kube-controller-manager kube-scheduler etcd kubectl kwok)
 
 here="$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)"
 
@@ -80,7 +82,7 @@ key="$(
 bindir="$cache/bin/$key"
 
 if [[ -z "$(missing_in "$bindir")" ]]; then
-  log "kube-apiserver $k8s_version, etcd, kubectl, kwok $KWOK_VERSION ready in $bindir"
+  log "kube-apiserver, kube-controller-manager, kube-scheduler $k8s_version, etcd, kubectl, kwok $KWOK_VERSION ready in $bindir"
   echo "$bindir"
   exit 0
 fi
@@ -110,10 +112,11 @@ for pkg in k8s.io/component-base/version k8s.io/client-go/pkg/version; do
 done
 
 start=$SECONDS
-log "building kube-apiserver and kubectl $k8s_version and etcd ($("$GO" -C "$here" list -m -f '{{.Version}}' go.etcd.io/etcd/server/v3)) from the Go module proxy with $go_version"
-log "(a cold build takes ~20 min on 2 cores; later runs reuse $cache)"
+log "building kube-apiserver, kube-controller-manager, kube-scheduler and kubectl $k8s_version and etcd ($("$GO" -C "$here" list -m -f '{{.Version}}' go.etcd.io/etcd/server/v3)) from the Go module proxy with $go_version"
+log "(a cold build takes ~25 min on 2 cores; later runs reuse $cache)"
 (cd "$here" && "$GO" build -p 2 -trimpath -ldflags "$ldflags" -o "$tmp/" \
-  k8s.io/kubernetes/cmd/kube-apiserver k8s.io/kubernetes/cmd/kubectl ./cmd/etcd) >&2
+  k8s.io/kubernetes/cmd/kube-apiserver k8s.io/kubernetes/cmd/kube-controller-manager \
+  k8s.io/kubernetes/cmd/kube-scheduler k8s.io/kubernetes/cmd/kubectl ./cmd/etcd) >&2
 log "building kwok $KWOK_VERSION in its own module graph"
 (cd "$tmp" && GOBIN="$tmp" "$GO" install -p 2 -trimpath -ldflags "-s -w" "sigs.k8s.io/kwok/cmd/kwok@$KWOK_VERSION") >&2
 
