@@ -100,7 +100,7 @@ cluster-down: | $(NODE) ## stop it and remove its state
 	$(NODE) e2e/cluster/cli.ts down
 
 .PHONY: dev
-dev: deps k8s-bin ## control plane + CRDs + the examples applied, and what to run next
+dev: deps k8s-bin tools-bin ## control plane + CRDs + the examples applied, and what to run next
 	$(NODE) e2e/cluster/cli.ts dev
 
 .PHONY: clean

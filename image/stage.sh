@@ -13,7 +13,7 @@ cp "$root/package.json" "$root/package-lock.json" "$dest/"
 (cd "$dest" && npm ci --omit=dev --ignore-scripts --no-audit --no-fund --loglevel=error >/dev/null)
 node "$root/node_modules/typescript/bin/tsc" -p "$root/tsconfig.build.json" --outDir "$dest/dist"
 mkdir -p "$dest/bin"
-cp "$root/bin/codebrowse" "$dest/bin/codebrowse"
+cp "$root/bin/codebrowse" "$root/bin/node-version.sh" "$dest/bin/"
 chmod 0755 "$dest/bin/codebrowse"
 # Nothing in /app is writable at run time (the root filesystem is read-only in the pod anyway).
 chmod -R a-w,a+rX "$dest"

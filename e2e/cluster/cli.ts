@@ -26,7 +26,9 @@ import {
   stopDetached,
 } from './control-plane.ts';
 import { crdFiles, installCrds, readManifests, REPO_ROOT, serverSideApply } from './install.ts';
+import { grantUserAccess } from './user-access.ts';
 import { killLeftovers } from '../vmhost/network.ts';
+import { resolveTools } from '../tools/tools.ts';
 
 const STATE_DIR = process.env['CODEBROWSE_DEV_DIR'] || join(REPO_ROOT, '.cache', 'cluster');
 const STATE_FILE = join(STATE_DIR, 'state.json');
@@ -36,6 +38,9 @@ type DevProcess = (typeof DEV_PROCESSES)[number];
 const DEV_NODES = 3;
 const NETNS = process.env['CODEBROWSE_DEV_NETNS'] || 'codebrowse-dev';
 const VMHOST_DIR = join(STATE_DIR, 'vmhost');
+/** The namespace the plain users alice and bob browse in, with the chart's user role. */
+const USER_NAMESPACE = 'lab';
+const USERS = ['alice', 'bob'];
 
 function hasCommand(name: string): boolean {
   try {
@@ -85,10 +90,7 @@ async function up(vms: 'qemu' | 'kwok' = 'kwok'): Promise<{ state: ControlPlaneS
       binDir,
       dir: STATE_DIR,
       detached: true,
-      users: [
-        { name: 'alice', groups: ['codebrowse:users'] },
-        { name: 'bob', groups: ['codebrowse:users'] },
-      ],
+      users: USERS.map((name) => ({ name, groups: ['codebrowse:users'] })),
     });
     state = plane.state;
     console.error(
@@ -198,6 +200,22 @@ async function dev(): Promise<void> {
     ],
     'codebrowse-dev',
   );
+  // What the chart gives users (its user roles and owner policy, rendered by helm), and a namespace
+  // alice and bob share; their kubeconfigs point at it, so `kubectl browse URL` works as either.
+  const kubectl = join(binDir, 'kubectl');
+  grantUserAccess({
+    helm: join(await resolveTools(), 'helm'),
+    kubectl,
+    kubeconfig: state.kubeconfig,
+    namespace: USER_NAMESPACE,
+    users: USERS,
+  });
+  for (const user of USERS) {
+    execFileSync(kubectl, [
+      ...['--kubeconfig', join(STATE_DIR, `kubeconfig-${user}`)],
+      ...['config', 'set-context', '--current', `--namespace=${USER_NAMESPACE}`],
+    ]);
+  }
   const main = join(REPO_ROOT, 'operator', 'src', 'main.ts');
   const metrics = `127.0.0.1:${await freePort()}`;
   const portalUrl = `http://127.0.0.1:${await freePort()}`;
@@ -297,9 +315,11 @@ async function dev(): Promise<void> {
       { stdio: 'ignore' },
     );
   }
+  const packageUrl = `http://127.0.0.1:${packagePort}/${packageFile}`;
   if (process.env['CODEBROWSE_DEV_SESSION'] === '0') {
     console.error('applied examples/serverpool.yaml (no dev session: CODEBROWSE_DEV_SESSION=0)');
     printUsage(state, binDir);
+    printUsers(packageUrl);
     return;
   }
   await serverSideApply(
@@ -315,14 +335,13 @@ async function dev(): Promise<void> {
           pool: 'default',
           os: 'linux',
           duration: '1h',
-          packages: [{ url: `http://127.0.0.1:${packagePort}/${packageFile}` }],
+          packages: [{ url: packageUrl }],
         },
       } as never,
     ],
     'codebrowse-dev-session',
   );
   console.error('applied examples/serverpool.yaml and the session dev-hello (its package from the local server)');
-  const kubectl = join(binDir, 'kubectl');
   const run = (args: string[]) =>
     execFileSync(kubectl, ['--kubeconfig', state.kubeconfig, ...args], { encoding: 'utf8' });
   // Wait until the dev session is Ready (or failed): a minute with kwok, some minutes when QEMU
@@ -375,6 +394,20 @@ The sessions in examples/ name packages on the Internet: kubectl apply -f exampl
   spec: {user: alice, email: alice@example.org, pool: default, os: linux,
          packages: [{url: "file:///etc/passwd"}]}
   YAML`);
+  printUsers(packageUrl);
+}
+
+/** How to try what plain users may do, as alice and bob. */
+function printUsers(packageUrl: string): void {
+  const as = (user: string) => `KUBECONFIG=${join(STATE_DIR, `kubeconfig-${user}`)}`;
+  console.log(`
+Two plain users, alice and bob, browse in the namespace ${USER_NAMESPACE} with the chart's user role and
+owner policy (kubectl browse is bin/kubectl-browse: put bin/ on PATH, or run it by its path):
+  ${as('alice')} kubectl browse ${packageUrl} --email alice@example.org
+  ${as('alice')} kubectl browse list
+What they may not do, refused by the owner policy and by RBAC:
+  ${as('alice')} kubectl browse ${packageUrl} --user bob --email bob@example.org
+  ${as('bob')} kubectl get browsesessions -n default`);
 }
 
 async function main(): Promise<void> {

@@ -3,7 +3,7 @@
 // unprivileged user, from a directory they cannot write, with the production dependencies only.
 import { type ChildProcess, execFile, spawn } from 'node:child_process';
 import { existsSync } from 'node:fs';
-import { chmod, copyFile, mkdtemp, readFile, rm, stat } from 'node:fs/promises';
+import { chmod, copyFile, mkdir, mkdtemp, readFile, rm, stat, writeFile } from 'node:fs/promises';
 import { tmpdir } from 'node:os';
 import { dirname, join } from 'node:path';
 import { promisify } from 'node:util';
@@ -18,6 +18,8 @@ const NODE_DIR = dirname(process.execPath);
 const UID = 65532;
 let dir: string;
 let app: string;
+/** The image's own Node (its base image has one at /usr/local/bin): a copy of the one running the tests. */
+let imageNodeDir: string;
 const children: ChildProcess[] = [];
 
 /** `command` as the image's user (uid/gid 65532, no groups). */
@@ -29,6 +31,12 @@ beforeAll(async () => {
   dir = await mkdtemp(join(tmpdir(), 'codebrowse-image-'));
   await chmod(dir, 0o755);
   app = join(dir, 'app');
+  // Not the clone's .tools/node: the image's user cannot reach it when the clone lives in a private
+  // (0700) directory, and the image never has it.
+  imageNodeDir = join(dir, 'usr', 'local', 'bin');
+  await mkdir(imageNodeDir, { recursive: true });
+  await copyFile(process.execPath, join(imageNodeDir, 'node'));
+  await chmod(join(imageNodeDir, 'node'), 0o755);
   await run('sh', [join(ROOT, 'image', 'stage.sh'), app], {
     env: { ...process.env, PATH: `${NODE_DIR}:${process.env.PATH}` },
     timeout: 240_000,
@@ -67,10 +75,44 @@ describe('the image contents (image/stage.sh)', () => {
         asImageUser([join(app, 'bin', 'codebrowse'), ...(role ? [role] : []), '--help'])[0]!,
         asImageUser([join(app, 'bin', 'codebrowse'), ...(role ? [role] : []), '--help']).slice(1),
         {
-          env: { PATH: `${NODE_DIR}:/usr/bin:/bin`, HOME: '/nonexistent' },
+          env: { PATH: `${imageNodeDir}:/usr/bin:/bin`, HOME: '/nonexistent' },
+          cwd: app, // the Dockerfile's WORKDIR (the clone may be out of the image user's reach)
         },
       );
       expect(stdout).toMatch(/^Usage: codebrowse/);
+    }
+  });
+
+  it('refuses a Node.js older than package.json engines, naming the version found and the one needed', async () => {
+    // A "node" that says it is 20 and would print "ran" if the launcher went on to run it.
+    const old = join(dir, 'old-node');
+    await mkdir(old, { recursive: true });
+    await writeFile(
+      join(old, 'node'),
+      '#!/bin/sh\n[ "$1" = --version ] && { echo v20.20.2; exit 0; }\necho ran; exit 0\n',
+      {
+        mode: 0o755,
+      },
+    );
+    const machineNode = ['/usr/bin/node', '/usr/local/bin/node'].find(existsSync);
+    const candidates = [old];
+    // The machine's own Node too, when it is older than 24 (the case this guards: Node 20 on PATH).
+    if (machineNode) {
+      const { stdout } = await run(machineNode, ['--version']);
+      if (Number(/^v(\d+)/.exec(stdout)?.[1]) < 24) candidates.push(dirname(machineNode));
+    }
+    const pkg = JSON.parse(await readFile(join(ROOT, 'package.json'), 'utf8')) as { engines: { node: string } };
+    for (const nodeDir of candidates) {
+      for (const launcher of [join(app, 'bin', 'codebrowse'), join(ROOT, 'bin', 'kubectl-browse')]) {
+        const result = await run(launcher, ['--help'], { env: { PATH: `${nodeDir}:/usr/bin:/bin` } }).then(
+          (r) => ({ code: 0, ...r }),
+          (e: { code: number; stdout: string; stderr: string }) => e,
+        );
+        expect(result.code).toBe(2);
+        expect(result.stdout).toBe('');
+        expect(result.stderr).toMatch(/^codebrowse: found Node\.js v\d+\.\d+\.\d+ at /);
+        expect(result.stderr).toContain(`it needs Node.js ${pkg.engines.node}`);
+      }
     }
   });
 
@@ -89,7 +131,10 @@ describe('the image contents (image/stage.sh)', () => {
       '--log-level=warn',
     ]);
     let output = '';
-    const child = spawn(command!, args, { env: { PATH: `${NODE_DIR}:/usr/bin:/bin`, HOME: '/nonexistent' } });
+    const child = spawn(command!, args, {
+      env: { PATH: `${imageNodeDir}:/usr/bin:/bin`, HOME: '/nonexistent' },
+      cwd: app,
+    });
     children.push(child);
     child.stdout.on('data', (chunk: Buffer) => (output += chunk.toString()));
     child.stderr.on('data', (chunk: Buffer) => (output += chunk.toString()));

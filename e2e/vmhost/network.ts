@@ -52,6 +52,14 @@ export function killLeftovers(dir: string): void {
   }
 }
 
+/** SIGKILLs a child and waits until Node has reaped it (its 'exit' event), at most 10 s. */
+async function stopChild(child: ChildProcess): Promise<void> {
+  if (child.exitCode !== null || child.signalCode !== null) return;
+  const exited = new Promise<void>((resolve) => child.once('exit', () => resolve()));
+  child.kill('SIGKILL');
+  await Promise.race([exited, sleep(10_000)]);
+}
+
 function ip(...args: string[]): string {
   return execFileSync('ip', args, { encoding: 'utf8', stdio: ['ignore', 'pipe', 'pipe'] });
 }
@@ -193,14 +201,19 @@ export class HostNetwork {
     if (!existsSync(ready)) throw new Error(`the relay to ${host}:${port} did not start in ${this.netns}`);
   }
 
-  /** Stops dnsmasq and the relays and removes the namespace (and with it the bridge and taps). */
+  /**
+   * Stops dnsmasq and the relays and removes the namespace (and with it the bridge and taps). It
+   * returns once each helper has exited and been reaped: a SIGKILLed child is a zombie (still
+   * "alive" to kill(pid, 0)) until its parent reaps it, and a host that exits first leaves that to
+   * whoever inherits them, which on a busy machine takes a while.
+   */
   async stop(): Promise<void> {
-    for (const { server, child } of this.relays.values()) {
-      child.kill('SIGKILL');
-      server.close();
-    }
+    const helpers = [...[...this.relays.values()].map((r) => r.child), ...(this.dnsmasq ? [this.dnsmasq] : [])];
+    for (const { server } of this.relays.values()) server.close();
     this.relays.clear();
-    this.dnsmasq?.kill('SIGKILL');
+    await Promise.all(helpers.map((child) => stopChild(child)));
+    for (const file of readdirSync(this.dir).filter((f) => f.endsWith('.pid')))
+      rmSync(join(this.dir, file), { force: true });
     try {
       ip('netns', 'delete', this.netns);
     } catch {

@@ -28,7 +28,6 @@ import { resolveBinaries } from '../cluster/binaries.ts';
 import { isAlive } from '../cluster/control-plane.ts';
 import { REPO_ROOT } from '../cluster/install.ts';
 import { deb, tarGz } from '../guest/packages.ts';
-import { resolveTools } from '../tools/tools.ts';
 
 const run = promisify(execFile);
 const CLI = join(REPO_ROOT, 'e2e', 'cluster', 'cli.ts');
@@ -259,18 +258,7 @@ spec:
   it(
     'archive a session, end it, restore it: the file written before is there; another user can neither list nor restore it',
     async () => {
-      const tools = await resolveTools();
-      const helm = join(tools, 'helm');
-      // The chart's user roles (RBAC) and owner policy (admission), as a platform team installs them.
-      const rendered = execFileSync(
-        helm,
-        [
-          ...['template', 'codebrowse', join(REPO_ROOT, 'charts', 'codebrowse'), '--namespace', 'codebrowse'],
-          ...['--show-only', 'templates/user-roles.yaml', '--show-only', 'templates/admission.yaml'],
-        ],
-        { encoding: 'utf8' },
-      );
-      execFileSync(kubectl, ['--kubeconfig', join(dir, 'kubeconfig'), 'apply', '-f', '-'], { input: rendered });
+      // make dev applied the chart's user roles (RBAC) and owner policy (admission), rendered by helm.
       for (const user of ['alice', 'bob']) {
         k('create', 'namespace', `${user}-lab`);
         k(

@@ -4,16 +4,17 @@
 // SIGTERM stops the host with its namespace and helpers. A real API server, kwok for the node, a
 // stand-in agent API on loopback (the host relays it into the namespace).
 import { type ChildProcess, execFileSync } from 'node:child_process';
-import { existsSync, readdirSync, readFileSync } from 'node:fs';
+import { existsSync, mkdirSync, readdirSync, readFileSync } from 'node:fs';
 import { mkdtemp, rm } from 'node:fs/promises';
 import { tmpdir } from 'node:os';
-import { join } from 'node:path';
+import { dirname, join } from 'node:path';
 import { afterAll, beforeAll, describe, expect, it } from '@jest/globals';
 import type { KubeClient } from '../../operator/src/runtime/client.ts';
 import { Resources } from '../../operator/src/runtime/resources.ts';
 import type { VirtualMachine } from '../../operator/src/vm/builders.ts';
 import { eventually } from '../../operator/test/runtime/harness.ts';
 import { type ControlPlane, isAlive } from '../cluster/control-plane.ts';
+import { REPO_ROOT } from '../cluster/install.ts';
 import {
   VM_NAMESPACE as NS,
   type PollingPortal,
@@ -35,7 +36,10 @@ const netns = `cbcrash-${process.pid}`;
 const hosts: ChildProcess[] = [];
 
 function startHost(): ChildProcess {
-  const child = spawnVmHost({ kubeconfig: plane.kubeconfig, node: NODE, image, dir: work, netns });
+  // Its log stays with the test's results (the work dir goes at the end).
+  const log = join(REPO_ROOT, '.cache', 'test-results', 'vmhost-crash.log');
+  mkdirSync(dirname(log), { recursive: true });
+  const child = spawnVmHost({ kubeconfig: plane.kubeconfig, node: NODE, image, dir: work, netns, log });
   hosts.push(child);
   return child;
 }

@@ -41,6 +41,11 @@ const cidrRules = [
     { fieldPath: '.nodePrefix' },
   ),
   rule(
+    '!isCIDR(self.cidr) || !has(self.gateway) || !isIP(self.gateway) || cidr(self.cidr).containsIP(self.gateway)',
+    'spec.addresses.gateway must lie inside spec.addresses.cidr (the guests reach their gateway on their own network): set it to an address of the pool range, such as its first address, or leave it out',
+    { fieldPath: '.gateway' },
+  ),
+  rule(
     '!has(self.reserved) || self.reserved.all(r, isIP(r) || isCIDR(r))',
     'spec.addresses.reserved entries must be IP addresses or CIDRs, such as 10.80.0.1 or 10.80.255.0/24',
     { fieldPath: '.reserved' },

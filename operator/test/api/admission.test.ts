@@ -234,6 +234,18 @@ const BAD_MANIFESTS: [string, () => Manifest, string, string][] = [
     'at most 30 for IPv4',
   ],
   [
+    'a gateway outside the pool range',
+    () => pool({}, { gateway: '10.81.0.1' }),
+    'spec.addresses.gateway',
+    'must lie inside spec.addresses.cidr',
+  ],
+  [
+    'an IPv6 gateway in an IPv4 pool',
+    () => pool({}, { gateway: 'fd00::1' }),
+    'spec.addresses.gateway',
+    'must lie inside spec.addresses.cidr',
+  ],
+  [
     'a reserved entry that is not an address',
     () => pool({}, { reserved: ['10.80.0.300'] }),
     'spec.addresses.reserved',
