@@ -16,10 +16,10 @@ import { createServer } from 'node:http';
 import { tmpdir } from 'node:os';
 import { dirname, join } from 'node:path';
 import { setTimeout as sleep } from 'node:timers/promises';
-import { resolveBinaries } from '../../e2e/cluster/binaries.ts';
-import { ControlPlane, KWOK_NODE_ANNOTATION, freePort } from '../../e2e/cluster/control-plane.ts';
-import { crdFiles, installCrds } from '../../e2e/cluster/install.ts';
-import { KubeConfig } from '@kubernetes/client-node';
+import { freePort } from '../../e2e/cluster/control-plane.ts';
+import { kwokNode } from '../../e2e/cluster/nodes.ts';
+import { startCluster } from '../../e2e/cluster/cluster.ts';
+import { blankDisk, createGoldenSnapshot } from '../../e2e/kubevirt/golden.ts';
 import type { BrowseSession, ServerPool } from '../../operator/src/api/objects.ts';
 import { KubeClient } from '../../operator/src/runtime/client.ts';
 import { KubeAccess } from '../../operator/src/runtime/kubeconfig.ts';
@@ -69,8 +69,7 @@ async function inBatches(count: number, size: number, work: (i: number) => Promi
     await Promise.all(Array.from({ length: Math.min(size, count - i) }, (_, j) => work(i + j)));
 }
 
-const binDir = await resolveBinaries();
-const plane = await ControlPlane.start({ binDir });
+const { plane, binDir } = await startCluster();
 
 /** The API server's own request counts (apiserver_request_total), by verb, resource and code. */
 function apiserverRequests(): Map<string, number> {
@@ -88,10 +87,6 @@ function apiserverRequests(): Map<string, number> {
 }
 
 try {
-  const kc = new KubeConfig();
-  kc.loadFromFile(plane.kubeconfig);
-  await installCrds(kc, await crdFiles());
-  await plane.startKwok();
   const client = new KubeClient(KubeAccess.fromFile(plane.kubeconfig), 'bench');
   for (const name of ['bench', 'codebrowse-system', 'codebrowse-vms'])
     await client.create(Resources.Namespace, { metadata: { name } });
@@ -150,13 +145,9 @@ try {
   ]);
 
   for (let i = 0; i < 5; i++)
-    await client.create(Resources.Node, {
-      metadata: {
-        name: `host-${i}`,
-        labels: { 'codebrowse.io/host': 'true' },
-        annotations: { [KWOK_NODE_ANNOTATION]: 'fake' },
-      },
-    });
+    await client.create(Resources.Node, kwokNode(`host-${i}`, { 'codebrowse.io/host': 'true' }));
+  // The pool's golden disk, as the platform provides it (nothing boots it on kwok nodes).
+  await createGoldenSnapshot(client, 'codebrowse-vms', 'golden', blankDisk(join(plane.state.dir, 'golden.qcow2')));
   await client.create(Resources.ServerPool, {
     metadata: { name: 'bench' },
     spec: {

@@ -10,7 +10,6 @@ import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { promisify } from 'node:util';
 import { afterAll, beforeAll, describe, expect, it } from '@jest/globals';
-import { KubeConfig } from '@kubernetes/client-node';
 import { type Browser, chromium } from 'playwright-core';
 import type { BrowseSession, DownloadRequest, ServerPool } from '../../operator/src/api/objects.ts';
 import type { KubeClient } from '../../operator/src/runtime/client.ts';
@@ -18,9 +17,11 @@ import { Resources } from '../../operator/src/runtime/resources.ts';
 import { browse, killPlugins } from '../../operator/test/browse/harness.ts';
 import { TestServer } from '../../operator/test/fetch/servers.ts';
 import { clientFor, eventually } from '../../operator/test/runtime/harness.ts';
-import { resolveBinaries } from '../cluster/binaries.ts';
-import { ControlPlane, KWOK_NODE_ANNOTATION, freePort } from '../cluster/control-plane.ts';
-import { REPO_ROOT, crdFiles, installCrds } from '../cluster/install.ts';
+import { ControlPlane, freePort } from '../cluster/control-plane.ts';
+import { kwokNode } from '../cluster/nodes.ts';
+import { startCluster } from '../cluster/cluster.ts';
+import { blankDisk, createGoldenSnapshot } from '../kubevirt/golden.ts';
+import { REPO_ROOT } from '../cluster/install.ts';
 
 const run = promisify(execFile);
 const MAIN = join(REPO_ROOT, 'operator', 'src', 'main.ts');
@@ -192,21 +193,13 @@ async function stopEverything(): Promise<void> {
 }
 
 beforeAll(async () => {
-  plane = await ControlPlane.start({ binDir: await resolveBinaries() });
-  const kc = new KubeConfig();
-  kc.loadFromFile(plane.kubeconfig);
-  await installCrds(kc, await crdFiles());
-  await plane.startKwok();
+  ({ plane } = await startCluster());
   client = clientFor(plane.kubeconfig);
   for (const name of [NS, 'codebrowse-system', 'codebrowse-vms'])
     await client.create(Resources.Namespace, { metadata: { name } });
-  await client.create(Resources.Node, {
-    metadata: {
-      name: 'host-0',
-      labels: { 'codebrowse.io/host': 'true' },
-      annotations: { [KWOK_NODE_ANNOTATION]: 'fake' },
-    },
-  });
+  await client.create(Resources.Node, kwokNode('host-0', { 'codebrowse.io/host': 'true' }));
+  // The pool's golden disk, as the platform provides it (nothing boots it on kwok nodes).
+  await createGoldenSnapshot(client, 'codebrowse-vms', 'golden', blankDisk(join(plane.state.dir, 'golden.qcow2')));
   await client.create<ServerPool>(Resources.ServerPool, {
     metadata: { name: 'default' },
     spec: {

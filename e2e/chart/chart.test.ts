@@ -11,11 +11,12 @@ import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { promisify } from 'node:util';
 import { afterAll, beforeAll, describe, expect, it } from '@jest/globals';
-import { KubeConfig } from '@kubernetes/client-node';
 import { parseAllDocuments, parse, stringify } from 'yaml';
 import { resolveBinaries } from '../cluster/binaries.ts';
-import { ControlPlane, KWOK_NODE_ANNOTATION, freePort } from '../cluster/control-plane.ts';
-import { crdFiles, installCrds } from '../cluster/install.ts';
+import { ControlPlane, freePort } from '../cluster/control-plane.ts';
+import { kwokNode } from '../cluster/nodes.ts';
+import { startCluster } from '../cluster/cluster.ts';
+import { blankDisk, createGoldenSnapshot } from '../kubevirt/golden.ts';
 import type { BrowseSession, ServerPool } from '../../operator/src/api/objects.ts';
 import { type KubeClient, type KubeObject, isNotFound } from '../../operator/src/runtime/client.ts';
 import { KINDS } from '../../operator/src/api/kinds.ts';
@@ -105,17 +106,12 @@ function typeOf(object: KubeObject): ResourceType {
 beforeAll(async () => {
   const tools = await run('bash', [join(ROOT, 'e2e', 'tools', 'build-tools.sh')], { timeout: 60 * 60_000 });
   helm = join(tools.stdout.trim().split('\n').pop()!, 'helm');
-  plane = await ControlPlane.start({
-    binDir: await resolveBinaries(),
+  ({ plane } = await startCluster({
     users: [
       { name: 'alice', groups: ['codebrowse:users'] },
       { name: 'carol-admin', groups: ['codebrowse:admins'] },
     ],
-  });
-  const kc = new KubeConfig();
-  kc.loadFromFile(plane.kubeconfig);
-  await installCrds(kc, await crdFiles());
-  await plane.startKwok();
+  }));
   admin = clientFor(plane.kubeconfig);
   for (const name of [NS, VM_NS, 'team-a']) await admin.create(Resources.Namespace, { metadata: { name } });
   dir = await mkdtemp(join(tmpdir(), 'codebrowse-chart-'));
@@ -251,6 +247,10 @@ describe('the chart', () => {
       ['portal', 'get', 'secrets', VM_NS],
       ['downloader', 'patch', 'downloadrequests', 'team-a', 'codebrowse.io', 'status'],
       ['portal', 'delete', 'browsesessions', 'team-a', 'codebrowse.io'],
+      // KubeVirt's pause API (warm VMs), and the snapshot contents that name an archive's disk.
+      ['operator', 'update', 'virtualmachineinstances', VM_NS, 'subresources.kubevirt.io', 'pause'],
+      ['operator', 'update', 'virtualmachineinstances', VM_NS, 'subresources.kubevirt.io', 'unpause'],
+      ['operator', 'get', 'virtualmachinesnapshotcontents', VM_NS, 'snapshot.kubevirt.io'],
     ];
     const refused: typeof checks = [
       ['operator', 'list', 'secrets'],
@@ -269,6 +269,8 @@ describe('the chart', () => {
       ['downloader', 'create', 'downloadrequests', 'team-a', 'codebrowse.io'],
       ['portal', 'create', 'virtualmachines', VM_NS, 'kubevirt.io'],
       ['portal', 'patch', 'downloadrequests', 'team-a', 'codebrowse.io'],
+      ['portal', 'update', 'virtualmachineinstances', VM_NS, 'subresources.kubevirt.io', 'unpause'],
+      ['downloader', 'update', 'virtualmachineinstances', VM_NS, 'subresources.kubevirt.io', 'pause'],
     ];
     for (const check of checks) expect(await can(...check)).toMatch(/: true$/);
     for (const check of refused) expect(await can(...check)).toMatch(/: false$/);
@@ -402,13 +404,9 @@ describe('the chart', () => {
       '127.0.0.1',
     );
     try {
-      await admin.create(Resources.Node, {
-        metadata: {
-          name: 'host-0',
-          labels: { 'codebrowse.io/host': 'true' },
-          annotations: { [KWOK_NODE_ANNOTATION]: 'fake' },
-        },
-      });
+      await admin.create(Resources.Node, kwokNode('host-0', { 'codebrowse.io/host': 'true' }));
+      // The pool's golden disk, as the platform provides it (nothing boots it on kwok nodes).
+      await createGoldenSnapshot(admin, 'codebrowse-vms', 'golden', blankDisk(join(plane.state.dir, 'golden.qcow2')));
       await admin.create<ServerPool>(Resources.ServerPool, {
         metadata: { name: 'chart' },
         spec: {

@@ -17,25 +17,26 @@ import { setTimeout as sleep } from 'node:timers/promises';
 import { join } from 'node:path';
 import { KubeConfig } from '@kubernetes/client-node';
 import { resolveBinaries } from './binaries.ts';
-import {
-  ControlPlane,
-  type ControlPlaneState,
-  KWOK_NODE_ANNOTATION,
-  freePort,
-  isAlive,
-  stopDetached,
-} from './control-plane.ts';
+import { startCluster } from './cluster.ts';
+import { type ControlPlaneState, freePort, isAlive, stopDetached } from './control-plane.ts';
 import { crdFiles, installCrds, readManifests, REPO_ROOT, serverSideApply } from './install.ts';
 import { grantUserAccess } from './user-access.ts';
 import { killLeftovers } from '../vmhost/network.ts';
+import { vmHostArgs } from '../vmhost/harness.ts';
+import { blankDisk, createGoldenSnapshot } from '../kubevirt/golden.ts';
+import { KubeClient } from '../../operator/src/runtime/client.ts';
+import { KubeAccess } from '../../operator/src/runtime/kubeconfig.ts';
+import { kwokNode } from './nodes.ts';
 import { resolveTools } from '../tools/tools.ts';
 
 const STATE_DIR = process.env['CODEBROWSE_DEV_DIR'] || join(REPO_ROOT, '.cache', 'cluster');
 const STATE_FILE = join(STATE_DIR, 'state.json');
 /** The background processes of `make dev`, by name (each has <name>.pid and <name>.log in STATE_DIR). */
-const DEV_PROCESSES = ['operator', 'downloader', 'portal', 'agent', 'packages', 'vmhost'] as const;
+const DEV_PROCESSES = ['operator', 'downloader', 'portal', 'portal-service', 'agent', 'packages', 'vmhost'] as const;
 type DevProcess = (typeof DEV_PROCESSES)[number];
 const DEV_NODES = 3;
+/** The label the example pool selects its nodes by. */
+const DEV_NODE_LABELS = { 'codebrowse.io/host': 'true' };
 const NETNS = process.env['CODEBROWSE_DEV_NETNS'] || 'codebrowse-dev';
 const VMHOST_DIR = join(STATE_DIR, 'vmhost');
 /** The namespace the plain users alice and bob browse in, with the chart's user role. */
@@ -86,7 +87,7 @@ async function up(vms: 'qemu' | 'kwok' = 'kwok'): Promise<{ state: ControlPlaneS
   } else {
     await rm(STATE_DIR, { recursive: true, force: true });
     // Two plain users besides the admin (kubeconfig-alice, kubeconfig-bob): to try what users may do.
-    const plane = await ControlPlane.start({
+    const { plane, kubevirt, crds } = await startCluster({
       binDir,
       dir: STATE_DIR,
       detached: true,
@@ -94,11 +95,11 @@ async function up(vms: 'qemu' | 'kwok' = 'kwok'): Promise<{ state: ControlPlaneS
     });
     state = plane.state;
     console.error(
-      `kube-apiserver ${state.version} ready at ${state.server} in ${(plane.startupMs / 1000).toFixed(1)} s`,
+      `kube-apiserver ${state.version} ready at ${state.server} in ${(plane.startupMs / 1000).toFixed(1)} s; ${crds.length} CRDs`,
     );
-    const crds = await installCrds(kubeConfigOf(state), await crdFiles());
-    console.error(`installed ${crds.length} CRDs: ${crds.join(', ')}`);
-    await plane.startKwok({ vms: vms === 'kwok' });
+    console.error(
+      `KubeVirt: virt-api ${kubevirt.versions.virtApi}, virt-controller ${kubevirt.versions.virtController}`,
+    );
     await writeFile(modeFile, vms);
     return { state, binDir };
   }
@@ -180,24 +181,16 @@ async function dev(): Promise<void> {
   const { state, binDir } = await up(vms);
   const kc = kubeConfigOf(state);
   // Nodes for sessions (kwok makes them Ready) and the operator's namespace. With QEMU, one node,
-  // whose VMs the VM host runs.
-  const nodeNames = vms === 'qemu' ? ['qemu-0'] : Array.from({ length: DEV_NODES }, (_, i) => `host-${i}`);
-  const nodes = nodeNames.map((name) => ({
-    apiVersion: 'v1',
-    kind: 'Node',
-    metadata: {
-      name,
-      labels: { 'codebrowse.io/host': 'true' },
-      annotations: { [KWOK_NODE_ANNOTATION]: 'fake' },
-    },
-  }));
+  // which the QEMU host registers and runs (its kubelet, virt-handler and virt-launcher).
+  const nodes =
+    vms === 'qemu' ? [] : Array.from({ length: DEV_NODES }, (_, i) => kwokNode(`host-${i}`, DEV_NODE_LABELS));
   await serverSideApply(
     kc,
     [
       { apiVersion: 'v1', kind: 'Namespace', metadata: { name: 'codebrowse-system' } },
       { apiVersion: 'v1', kind: 'Namespace', metadata: { name: 'codebrowse-vms' } },
       ...nodes,
-    ],
+    ] as never,
     'codebrowse-dev',
   );
   // What the chart gives users (its user roles and owner policy, rendered by helm), and a namespace
@@ -218,14 +211,22 @@ async function dev(): Promise<void> {
   }
   const main = join(REPO_ROOT, 'operator', 'src', 'main.ts');
   const metrics = `127.0.0.1:${await freePort()}`;
-  const portalUrl = `http://127.0.0.1:${await freePort()}`;
+  const portalPort = await freePort();
+  const portalUrl = `http://127.0.0.1:${portalPort}`;
+  // Guests reach the portal as a Service of the cluster: at the cluster network's address.
+  const portalInCluster = `http://${state.kubevirt!.address}:${portalPort}`;
   await startBackground('portal', [
     main,
     'portal',
     `--kubeconfig=${state.kubeconfig}`,
     `--http-address=${portalUrl.slice(7)}`,
     `--store=${join(STATE_DIR, 'store')}`,
-    ...(vms === 'qemu' ? [`--console-target=unix://${join(VMHOST_DIR, 'console')}`] : []),
+  ]);
+  await startBackground('portal-service', [
+    join(REPO_ROOT, 'e2e', 'kubevirt', 'expose.ts'),
+    STATE_FILE,
+    'portal',
+    String(portalPort),
   ]);
   const extra = (process.env['CODEBROWSE_DEV_OPERATOR_ARGS'] ?? '').split(/\s+/).filter(Boolean);
   await startBackground('operator', [
@@ -234,19 +235,26 @@ async function dev(): Promise<void> {
     `--kubeconfig=${state.kubeconfig}`,
     `--http-address=${metrics}`,
     '--leader-election-namespace=codebrowse-system',
-    `--portal-url=${portalUrl}`,
+    `--portal-url=${portalInCluster}`,
+    `--page-base-url=${portalUrl}`,
     ...extra,
   ]);
   if (vms === 'qemu') {
-    await startBackground('vmhost', [
-      join(REPO_ROOT, 'e2e', 'vmhost', 'vmhost.ts'),
-      `--kubeconfig=${state.kubeconfig}`,
-      '--node=qemu-0',
-      `--image=${image}`,
-      `--dir=${VMHOST_DIR}`,
-      `--netns=${NETNS}`,
-      ...(process.env['CODEBROWSE_DEV_MEMORY_SNAPSHOT'] === '1' ? ['--memory-snapshot'] : []),
-    ]);
+    const cluster = {
+      plane: { kubeconfig: state.kubeconfig, kubeconfigFor: (u: string) => join(state.dir, `kubeconfig-${u}`), state },
+    };
+    await startBackground(
+      'vmhost',
+      vmHostArgs({
+        cluster,
+        node: 'qemu-0',
+        image,
+        dir: VMHOST_DIR,
+        netns: NETNS,
+        podCidr: '10.254.0.0/24',
+        nodeLabels: DEV_NODE_LABELS,
+      }).slice(),
+    );
   } else {
     // kwok runs no guest: this plays the guest agents of the VMs it runs, through the portal.
     await startBackground('agent', [join(REPO_ROOT, 'e2e', 'cluster', 'kwok-agent.ts'), state.kubeconfig, portalUrl]);
@@ -270,6 +278,20 @@ async function dev(): Promise<void> {
     `operator (metrics at http://${metrics}/metrics), downloader, portal (${portalUrl})${vms === 'qemu' ? ', QEMU VM host' : ''} and a package server on 127.0.0.1:${packagePort} running; logs in ${STATE_DIR}/*.log`,
   );
   const poolFile = join(REPO_ROOT, 'examples', 'serverpool.yaml');
+  const [examplePool] = (await readManifests([poolFile])) as unknown as {
+    spec: { vmNamespace?: string; images: { name: string; snapshot: string }[] };
+  }[];
+  // The golden disks the pool's images name, as a platform team provides them: the Linux image's
+  // disk for the Debian image under QEMU, an empty disk otherwise (kwok's VMs boot nothing).
+  const client = new KubeClient(KubeAccess.load(state.kubeconfig), 'codebrowse-dev');
+  for (const poolImage of examplePool!.spec.images) {
+    const file =
+      vms === 'qemu' && poolImage.name === 'debian-12'
+        ? join(image, 'disk.qcow2')
+        : blankDisk(join(STATE_DIR, 'golden', 'blank.qcow2'));
+    await createGoldenSnapshot(client, examplePool!.spec.vmNamespace ?? 'codebrowse-vms', poolImage.snapshot, file);
+  }
+  await client.close();
   await serverSideApply(kc, await readManifests([poolFile]), 'codebrowse-dev');
   // The dev session's package lives on loopback, which a pool refuses unless its allow-list names
   // it. Under QEMU (software emulation here) one warm Linux VM is plenty.

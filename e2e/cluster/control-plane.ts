@@ -1,7 +1,7 @@
 // A real etcd + kube-apiserver on free loopback ports, for tests and for `make cluster-up`.
 // Tied mode (tests): the processes die with this one, even on SIGKILL, and stop() cleans up.
 // Detached mode (a human's cluster): they outlive the command that started them.
-import { type ChildProcess, spawn } from 'node:child_process';
+import { type ChildProcess, spawn, spawnSync } from 'node:child_process';
 import { openSync, closeSync, readFileSync } from 'node:fs';
 import { mkdtemp, mkdir, readFile, rm, writeFile } from 'node:fs/promises';
 import { request } from 'node:https';
@@ -12,12 +12,27 @@ import { join } from 'node:path';
 import { fileURLToPath } from 'node:url';
 import { setTimeout as sleep } from 'node:timers/promises';
 import { stringify } from 'yaml';
-import { createPki, newToken, type Pki } from './pki.ts';
+import { createPki, FRONT_PROXY_CLIENT, newToken, type Pki } from './pki.ts';
 
 export interface User {
   name: string;
   groups: string[];
+  /** The kubeconfig's file name suffix (kubeconfig-<file>); default the name. */
+  file?: string;
 }
+
+/**
+ * The identities KubeVirt's processes run as (its service accounts: virt-api's webhooks revert VMI
+ * status written by anyone else), each a static token user here with the service account's groups;
+ * the RBAC virt-operator installs for them applies (e2e/kubevirt).
+ */
+export const KUBEVIRT_USERS: User[] = ['kubevirt-apiserver', 'kubevirt-controller', 'kubevirt-handler'].map(
+  (account) => ({
+    name: `system:serviceaccount:kubevirt:${account}`,
+    groups: ['system:serviceaccounts', 'system:serviceaccounts:kubevirt'],
+    file: account,
+  }),
+);
 
 export interface ControlPlaneOptions {
   /** Directory with kube-apiserver and etcd. */
@@ -43,9 +58,13 @@ export interface ControlPlaneState {
   kubeconfig: string;
   tokens: Record<string, string>;
   /** The binaries' own pids (not a wrapper's); apiserver is the latest one startApiserver() started. */
-  pids: { etcd: number; apiserver: number; kwok?: number };
+  pids: { etcd: number; apiserver: number; kwok?: number; others?: Record<string, number> };
   ports: { etcd: number; etcdPeer: number; apiserver: number };
   version: string;
+  /** Network namespaces made for the cluster (e2e/kubevirt/cluster-network.ts): removed with it. */
+  netns?: string[];
+  /** KubeVirt's part (e2e/kubevirt/kubevirt.ts): its certificates and the cluster network. */
+  kubevirt?: { certDir: string; netns: string; address: string; cidr: string; kwokPodCidr: string };
 }
 
 export async function freePort(): Promise<number> {
@@ -77,13 +96,15 @@ interface Command {
   args: string[];
   logFile: string;
   pidFile: string;
+  env?: Record<string, string>;
 }
 
 function launch(command: Command, detached: boolean): ChildProcess {
   const log = openSync(command.logFile, 'a');
   try {
+    const env = command.env ? { ...process.env, ...command.env } : process.env;
     if (detached) {
-      const child = spawn(command.binary, command.args, { detached: true, stdio: ['ignore', log, log] });
+      const child = spawn(command.binary, command.args, { detached: true, stdio: ['ignore', log, log], env });
       child.unref();
       return child;
     }
@@ -91,6 +112,7 @@ function launch(command: Command, detached: boolean): ChildProcess {
     return spawn('sh', ['-c', TIED, 'sh', command.pidFile, command.binary, ...command.args], {
       detached: true,
       stdio: ['pipe', log, log],
+      env,
     });
   } finally {
     closeSync(log);
@@ -265,7 +287,7 @@ export class ControlPlane {
     try {
       await mkdir(join(dir, 'etcd'), { recursive: true });
       const pki: Pki = await createPki(dir);
-      const users = [{ name: 'admin', groups: ['system:masters'] }, ...(options.users ?? [])];
+      const users = [{ name: 'admin', groups: ['system:masters'] }, ...(options.users ?? []), ...KUBEVIRT_USERS];
       const tokens = Object.fromEntries(users.map((u) => [u.name, newToken()]));
       await writeFile(
         join(dir, 'tokens.csv'),
@@ -321,6 +343,17 @@ export class ControlPlane {
           `--service-account-signing-key-file=${pki.serviceAccountKey}`,
           '--disable-admission-plugins=ServiceAccount',
           '--allow-privileged=true',
+          // The aggregation layer (KubeVirt's subresources API): kube-apiserver authenticates to
+          // extension servers with the front-proxy client certificate and passes the user on in
+          // these headers; it reaches them at their endpoints (no kube-proxy for a Service IP).
+          `--requestheader-client-ca-file=${pki.frontProxyCaCert}`,
+          `--requestheader-allowed-names=${FRONT_PROXY_CLIENT}`,
+          '--requestheader-username-headers=X-Remote-User',
+          '--requestheader-group-headers=X-Remote-Group',
+          '--requestheader-extra-headers-prefix=X-Remote-Extra-',
+          `--proxy-client-cert-file=${pki.frontProxyClientCert}`,
+          `--proxy-client-key-file=${pki.frontProxyClientKey}`,
+          '--enable-aggregator-routing=true',
           '--profiling=false',
           '--v=1',
           ...(options.extraApiserverArgs ?? []),
@@ -351,9 +384,9 @@ export class ControlPlane {
       state.version = version.gitVersion;
 
       await writeFile(kubeconfig, renderKubeconfig(server, ca.toString(), 'admin', adminToken), { mode: 0o600 });
-      for (const user of options.users ?? []) {
+      for (const user of [...(options.users ?? []), ...KUBEVIRT_USERS]) {
         await writeFile(
-          join(dir, `kubeconfig-${user.name}`),
+          join(dir, `kubeconfig-${user.file ?? user.name}`),
           renderKubeconfig(server, ca.toString(), user.name, tokens[user.name]!),
           {
             mode: 0o600,
@@ -374,24 +407,84 @@ export class ControlPlane {
     }
   }
 
+  /** The kubeconfig of a user by name (or its file suffix, e.g. kubevirt-controller). */
   kubeconfigFor(user: string): string {
-    return user === 'admin' ? this.state.kubeconfig : join(this.state.dir, `kubeconfig-${user}`);
+    if (user === 'admin') return this.state.kubeconfig;
+    const known = KUBEVIRT_USERS.find((u) => u.name === user);
+    return join(this.state.dir, `kubeconfig-${known?.file ?? user}`);
   }
 
   /**
-   * Starts kwok, which plays nodes annotated kwok.x-k8s.io/node=fake and KubeVirt VirtualMachines
-   * (kwok-stages.yaml). Call it after the CRDs its stages name are installed: kwok looks them up once.
-   * With `vms: false` it plays only the nodes: the QEMU VM host (e2e/vmhost) runs the VMs.
+   * Starts another process of the cluster (kube-controller-manager, virt-api, a player), tied to
+   * this one as the others are (or detached), stopped by stop() before the API server; its log is
+   * <dir>/<name>.log. With `netns`, it runs inside that network namespace.
    */
-  async startKwok(options: { vms?: boolean } = {}): Promise<void> {
+  async startProcess(
+    name: string,
+    binary: string,
+    args: string[],
+    options: { netns?: string; env?: Record<string, string> } = {},
+  ): Promise<{ pid: number; logFile: string; exited: () => boolean }> {
+    const { detached } = this.restart;
+    const command: Command = {
+      binary: options.netns ? 'ip' : binary,
+      args: options.netns ? ['netns', 'exec', options.netns, binary, ...args] : args,
+      logFile: join(this.state.dir, `${name}.log`),
+      pidFile: join(this.state.dir, `${name}.pid`),
+      env: options.env,
+    };
+    await rm(command.pidFile, { force: true });
+    const child = launch(command, detached);
+    // Stopped before the API server and etcd (stop() goes in reverse order of start).
+    this.processes.push(child);
+    const pid = await binaryPid(child, command, detached);
+    this.state.pids.others = { ...this.state.pids.others, [name]: pid };
+    await writeFile(join(this.state.dir, 'state.json'), JSON.stringify(this.state, null, 2));
+    return { pid, logFile: command.logFile, exited: () => child.exitCode !== null || child.signalCode !== null };
+  }
+
+  /**
+   * kube-controller-manager and kube-scheduler, as a cluster runs them: the scheduler binds pods
+   * (virt-launcher pods) to nodes; the controller manager collects garbage by owner reference,
+   * finalizes deleted namespaces, runs DaemonSets (KubeVirt's virt-handler), binds volumes, and
+   * watches node health by their leases (kwok renews them; a node taken away from kwok goes
+   * Unknown, and the pods on it are evicted, as on a cluster). Left out: node IPAM (pod addresses
+   * are the nodes' players' business).
+   */
+  async startControllers(): Promise<void> {
+    const { binDir } = this.restart;
+    const dir = this.state.dir;
+    await this.startProcess('kube-controller-manager', join(binDir, 'kube-controller-manager'), [
+      `--kubeconfig=${this.state.kubeconfig}`,
+      `--authentication-kubeconfig=${this.state.kubeconfig}`,
+      `--authorization-kubeconfig=${this.state.kubeconfig}`,
+      '--leader-elect=false',
+      '--secure-port=0',
+      '--controllers=*,-node-ipam-controller',
+      `--service-account-private-key-file=${join(dir, 'sa.key')}`,
+      `--root-ca-file=${this.state.caCert}`,
+      '--use-service-account-credentials=false',
+      '--concurrent-gc-syncs=5',
+      '--v=1',
+    ]);
+    await this.startProcess('kube-scheduler', join(binDir, 'kube-scheduler'), [
+      `--kubeconfig=${this.state.kubeconfig}`,
+      `--authentication-kubeconfig=${this.state.kubeconfig}`,
+      `--authorization-kubeconfig=${this.state.kubeconfig}`,
+      '--leader-elect=false',
+      '--secure-port=0',
+      '--v=1',
+    ]);
+  }
+
+  /**
+   * Starts kwok, which plays the nodes annotated kwok.x-k8s.io/node=fake and the pods on them
+   * (kwok-stages.yaml: kwok's own node and pod stages), giving pods addresses from `podCidr`.
+   */
+  async startKwok(options: { podCidr?: string } = {}): Promise<void> {
     if (this.state.pids.kwok !== undefined && isAlive(this.state.pids.kwok)) return;
     const { detached, binDir } = this.restart;
-    let config = fileURLToPath(new URL('kwok-stages.yaml', import.meta.url));
-    if (options.vms === false) {
-      const stages = (await readFile(config, 'utf8')).split(/^---$/m);
-      config = join(this.state.dir, 'kwok-node-stages.yaml');
-      await writeFile(config, stages.filter((stage) => /kind: Node\b/.test(stage)).join('---'));
-    }
+    const config = fileURLToPath(new URL('kwok-stages.yaml', import.meta.url));
     const kwokCommand: Command = {
       binary: join(binDir, 'kwok'),
       args: [
@@ -399,17 +492,14 @@ export class ControlPlane {
         `--config=${config}`,
         `--manage-nodes-with-annotation-selector=${KWOK_NODE_ANNOTATION}=fake`,
         '--node-ip=127.0.0.1',
+        // Node leases, as kubelets renew them: the node lifecycle controller judges health by them.
+        '--node-lease-duration-seconds=40',
+        ...(options.podCidr ? [`--cidr=${options.podCidr}`] : []),
       ],
       logFile: join(this.state.dir, 'kwok.log'),
       pidFile: join(this.state.dir, 'kwok.pid'),
     };
-    // kwok reads discovery once and exits if a kind its stages name is missing, and discovery can
-    // lag a moment behind a CRD that is already Established: wait for it, and check kwok stays up.
-    const ca = await readFile(this.state.caCert);
-    for (let i = 0; i < 100; i++) {
-      if ((await get(`${this.state.server}/apis/kubevirt.io/v1`, ca, this.state.tokens.admin)).status === 200) break;
-      await sleep(100);
-    }
+    // kwok exits at start now and then while discovery settles: check it stays up.
     let kwok = launch(kwokCommand, detached);
     for (let attempt = 1; ; attempt++) {
       await sleep(1000);
@@ -534,6 +624,7 @@ export class ControlPlane {
     await stopProcesses([...this.processes].reverse());
     this.processes.length = 0;
     this.apiserver = undefined;
+    deleteNetns(this.state.netns ?? []);
     if (this.ownsDir && !process.env.CODEBROWSE_KEEP_CONTROL_PLANE)
       await rm(this.state.dir, { recursive: true, force: true });
   }
@@ -561,7 +652,12 @@ async function stopProcesses(processes: ChildProcess[]): Promise<void> {
 
 /** Stops a detached control plane from its state file (what `make cluster-down` does). */
 export async function stopDetached(state: ControlPlaneState): Promise<void> {
-  for (const pid of [state.pids.kwok, state.pids.apiserver, state.pids.etcd]) {
+  for (const pid of [
+    ...Object.values(state.pids.others ?? {}),
+    state.pids.kwok,
+    state.pids.apiserver,
+    state.pids.etcd,
+  ]) {
     if (pid === undefined) continue;
     try {
       process.kill(pid, 'SIGTERM');
@@ -571,7 +667,13 @@ export async function stopDetached(state: ControlPlaneState): Promise<void> {
     for (let i = 0; i < 100 && isAlive(pid); i++) await sleep(100);
     if (isAlive(pid)) process.kill(pid, 'SIGKILL');
   }
+  deleteNetns(state.netns ?? []);
   await rm(state.dir, { recursive: true, force: true });
+}
+
+/** Removes network namespaces (what is in them, veths included, goes with them). */
+function deleteNetns(names: string[]): void {
+  for (const name of names) spawnSync('ip', ['netns', 'delete', name], { stdio: 'ignore' });
 }
 
 /** The state letter of /proc/<pid>/stat ('T' when stopped), or undefined when unknown. */

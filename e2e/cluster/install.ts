@@ -25,7 +25,16 @@ export async function readManifests(files: string[]): Promise<KubernetesObject[]
     const text = await readFile(file, 'utf8');
     const bad = parseAllDocuments(text).find((doc) => doc.errors.length > 0);
     if (bad) throw new Error(`${file}: ${bad.errors[0]!.message}`);
-    objects.push(...(loadAllYaml(text) as (KubernetesObject | null)[]).filter((o): o is KubernetesObject => !!o));
+    for (const object of loadAllYaml(text) as (KubernetesObject | null)[]) {
+      if (!object) continue;
+      const list = object as { kind?: string; items?: object[] };
+      // A List (what KubeVirt's generator writes) stands for its items, each read as a model like the rest.
+      if (list.kind === 'List' && Array.isArray(list.items))
+        objects.push(
+          ...(loadAllYaml(list.items.map((item) => JSON.stringify(item)).join('\n---\n')) as KubernetesObject[]),
+        );
+      else objects.push(object);
+    }
   }
   return objects;
 }

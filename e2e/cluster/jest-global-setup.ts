@@ -1,9 +1,7 @@
-// One real control plane for the whole test run. Its kubeconfig reaches the test workers through
+// One real cluster for the whole test run (e2e/cluster/cluster.ts: the control plane, KubeVirt's
+// virt-api and virt-controller, the players, kwok). Its kubeconfig reaches the test workers through
 // the environment (workers start after global setup and inherit it).
-import { KubeConfig } from '@kubernetes/client-node';
-import { resolveBinaries } from './binaries.ts';
-import { ControlPlane } from './control-plane.ts';
-import { crdFiles, installCrds } from './install.ts';
+import { type Cluster, startCluster } from './cluster.ts';
 
 export const TEST_USERS = [
   { name: 'alice', groups: ['codebrowse:users'] },
@@ -17,19 +15,16 @@ export default async function globalSetup(): Promise<void> {
     console.log(`\nusing the control plane of CODEBROWSE_TEST_KUBECONFIG=${process.env.CODEBROWSE_TEST_KUBECONFIG}`);
     return;
   }
-  const binDir = await resolveBinaries();
-  const plane = await ControlPlane.start({ binDir, users: TEST_USERS });
-  (globalThis as { __controlPlane?: ControlPlane }).__controlPlane = plane;
-  const kc = new KubeConfig();
-  kc.loadFromFile(plane.kubeconfig);
-  const crds = await installCrds(kc, await crdFiles());
-  await plane.startKwok(); // after the CRDs: kwok looks up the kinds its stages name once, at start
+  const cluster = await startCluster({ users: TEST_USERS });
+  (globalThis as { __cluster?: Cluster }).__cluster = cluster;
+  const { plane, kubevirt } = cluster;
   process.env.CODEBROWSE_TEST_KUBECONFIG = plane.kubeconfig;
   process.env.CODEBROWSE_TEST_DIR = plane.state.dir;
-  process.env.CODEBROWSE_BIN_DIR = binDir;
+  process.env.CODEBROWSE_BIN_DIR = cluster.binDir;
   console.log(
-    `\nreal kube-apiserver ${plane.state.version} (etcd + kube-apiserver built from the Go module proxy) ` +
-      `serving the tests at ${plane.state.server}, ready in ${(plane.startupMs / 1000).toFixed(1)} s; ` +
-      `${crds.length} CRDs installed`,
+    `\nreal kube-apiserver ${plane.state.version} (etcd, kube-apiserver, kube-controller-manager and ` +
+      `kube-scheduler built from the Go module proxy) serving the tests at ${plane.state.server}, ready in ` +
+      `${(plane.startupMs / 1000).toFixed(1)} s; ${cluster.crds.length} CRDs installed\n` +
+      `KubeVirt: virt-api ${kubevirt.versions.virtApi}, virt-controller ${kubevirt.versions.virtController}`,
   );
 }

@@ -1,5 +1,5 @@
-import type { ControlPlane } from './control-plane.ts';
+import type { Cluster } from './cluster.ts';
 
 export default async function globalTeardown(): Promise<void> {
-  await (globalThis as { __controlPlane?: ControlPlane }).__controlPlane?.stop();
+  await (globalThis as { __cluster?: Cluster }).__cluster?.plane.stop();
 }

@@ -14,9 +14,22 @@ export interface Pki {
   serverKey: string;
   serviceAccountKey: string;
   serviceAccountPub: string;
+  /**
+   * The aggregation layer's request-header CA and the client certificate kube-apiserver presents
+   * to extension API servers (KubeVirt's virt-api) as it proxies to them, as kubeadm makes them.
+   */
+  frontProxyCaCert: string;
+  frontProxyClientCert: string;
+  frontProxyClientKey: string;
 }
 
-/** A CA, a serving certificate for 127.0.0.1/localhost signed by it, and a service-account key pair. */
+/** The common name of the front-proxy client certificate (what extension servers allow). */
+export const FRONT_PROXY_CLIENT = 'front-proxy-client';
+
+/**
+ * A CA, a serving certificate for 127.0.0.1/localhost signed by it, a service-account key pair,
+ * and the front-proxy CA with its client certificate.
+ */
 export async function createPki(dir: string): Promise<Pki> {
   const pki: Pki = {
     caCert: join(dir, 'ca.crt'),
@@ -24,6 +37,9 @@ export async function createPki(dir: string): Promise<Pki> {
     serverKey: join(dir, 'apiserver.key'),
     serviceAccountKey: join(dir, 'sa.key'),
     serviceAccountPub: join(dir, 'sa.pub'),
+    frontProxyCaCert: join(dir, 'front-proxy-ca.crt'),
+    frontProxyClientCert: join(dir, 'front-proxy-client.crt'),
+    frontProxyClientKey: join(dir, 'front-proxy-client.key'),
   };
   const caKey = join(dir, 'ca.key');
   const csr = join(dir, 'apiserver.csr');
@@ -74,6 +90,22 @@ export async function createPki(dir: string): Promise<Pki> {
     pki.serviceAccountKey,
   ]);
   await run('openssl', ['pkey', '-in', pki.serviceAccountKey, '-pubout', '-out', pki.serviceAccountPub]);
+  const frontProxyCaKey = join(dir, 'front-proxy-ca.key');
+  const frontProxyCsr = join(dir, 'front-proxy-client.csr');
+  const frontProxyExt = join(dir, 'front-proxy-client.ext');
+  await run('openssl', [
+    ...['req', '-x509', ...ec, '-keyout', frontProxyCaKey, '-out', pki.frontProxyCaCert],
+    ...['-days', '30', '-subj', '/CN=codebrowse-test-front-proxy-ca'],
+  ]);
+  await run('openssl', [
+    ...['req', ...ec, '-keyout', pki.frontProxyClientKey, '-out', frontProxyCsr],
+    ...['-subj', `/CN=${FRONT_PROXY_CLIENT}`],
+  ]);
+  await writeFile(frontProxyExt, 'extendedKeyUsage=clientAuth\n');
+  await run('openssl', [
+    ...['x509', '-req', '-in', frontProxyCsr, '-CA', pki.frontProxyCaCert, '-CAkey', frontProxyCaKey],
+    ...['-CAcreateserial', '-out', pki.frontProxyClientCert, '-days', '30', '-extfile', frontProxyExt],
+  ]);
   return pki;
 }
 

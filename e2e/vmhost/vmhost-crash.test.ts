@@ -1,8 +1,9 @@
-// The QEMU VM host killed hard leaks nothing: a VM boots; the host is SIGKILLed (its QEMU, dnsmasq
-// and relay live on as orphans); a restarted host stops every one of them, boots the VM again (its
-// agent polls again) and writes its status; deleting the VM stops QEMU and removes its tap device;
-// SIGTERM stops the host with its namespace and helpers. A real API server, kwok for the node, a
-// stand-in agent API on loopback (the host relays it into the namespace).
+// The QEMU host killed hard leaks nothing: a VM that KubeVirt's real virt-controller scheduled to
+// the host's node boots; the host is SIGKILLed (its QEMU, dnsmasq and relay live on as orphans); a
+// restarted host stops every one of them, reports the vanished domain Failed as virt-handler does,
+// and KubeVirt starts the VM again (its agent polls again); deleting the VM stops QEMU and removes
+// its tap device; SIGTERM stops the host with its namespace and helpers. A stand-in agent API is
+// exposed in the cluster network.
 import { type ChildProcess, execFileSync } from 'node:child_process';
 import { existsSync, mkdirSync, readdirSync, readFileSync } from 'node:fs';
 import { mkdtemp, rm } from 'node:fs/promises';
@@ -13,13 +14,15 @@ import type { KubeClient } from '../../operator/src/runtime/client.ts';
 import { Resources } from '../../operator/src/runtime/resources.ts';
 import type { VirtualMachine } from '../../operator/src/vm/builders.ts';
 import { eventually } from '../../operator/test/runtime/harness.ts';
-import { type ControlPlane, isAlive } from '../cluster/control-plane.ts';
+import type { Cluster } from '../cluster/cluster.ts';
+import { isAlive } from '../cluster/control-plane.ts';
 import { REPO_ROOT } from '../cluster/install.ts';
 import {
   VM_NAMESPACE as NS,
   type PollingPortal,
   bareVm,
   linuxImage,
+  nodeReadyForVms,
   pollingPortal,
   spawnVmHost,
   vmHostCluster,
@@ -27,7 +30,7 @@ import {
 
 const NODE = 'crash-0';
 const MINUTE = 60_000;
-let plane: ControlPlane;
+let cluster: Cluster;
 let client: KubeClient;
 let portal: PollingPortal;
 let work: string;
@@ -39,7 +42,7 @@ function startHost(): ChildProcess {
   // Its log stays with the test's results (the work dir goes at the end).
   const log = join(REPO_ROOT, '.cache', 'test-results', 'vmhost-crash.log');
   mkdirSync(dirname(log), { recursive: true });
-  const child = spawnVmHost({ kubeconfig: plane.kubeconfig, node: NODE, image, dir: work, netns, log });
+  const child = spawnVmHost({ cluster, node: NODE, image, dir: work, netns, podCidr: '10.254.7.0/24', log });
   hosts.push(child);
   return child;
 }
@@ -78,8 +81,8 @@ function taps(): string[] {
 beforeAll(async () => {
   image = linuxImage();
   work = await mkdtemp(join(tmpdir(), 'codebrowse-vmhost-crash-'));
-  portal = await pollingPortal();
-  ({ plane, client } = await vmHostCluster(NODE, 'codebrowse-test'));
+  ({ cluster, client } = await vmHostCluster('codebrowse-test', image));
+  portal = await pollingPortal(cluster);
 }, 5 * MINUTE);
 
 afterAll(async () => {
@@ -91,7 +94,7 @@ afterAll(async () => {
     // gone
   }
   portal?.close();
-  await plane?.stop();
+  await cluster?.plane.stop();
   if (work) await rm(work, { recursive: true, force: true });
 }, 2 * MINUTE);
 
@@ -100,6 +103,7 @@ describe('the QEMU VM host', () => {
     'leaks no QEMU, tap, dnsmasq or relay when it is SIGKILLed and restarted',
     async () => {
       const first = startHost();
+      await nodeReadyForVms(client, NODE);
       await client.create<VirtualMachine>(Resources.VirtualMachine, bareVm('crash-a', NODE, portal.url));
       await eventually('the first boot: its agent polls', () => portal.polls.get('crash-a')?.length, 10 * MINUTE, 500);
       const before = pids();
@@ -111,16 +115,18 @@ describe('the QEMU VM host', () => {
       // Orphans now: the VM still runs, and so do dnsmasq and the relay.
       expect([...before.qemu, ...before.helpers].every(isAlive)).toBe(true);
 
-      const restarted = Date.now();
       const second = startHost();
       await eventually(
         'the orphans stopped',
         () => [...before.qemu, ...before.helpers].every((pid) => !isAlive(pid)),
         MINUTE,
+        50,
       );
+      // Polls from now on come from a guest booted anew (the orphan's QEMU is gone).
+      const orphansGone = Date.now();
       await eventually(
         'the VM booted again: its agent polls after the restart',
-        () => portal.polls.get('crash-a')!.some((t) => t > restarted + 5000),
+        () => portal.polls.get('crash-a')!.some((t) => t > orphansGone + 1000),
         10 * MINUTE,
         500,
       );
@@ -128,8 +134,13 @@ describe('the QEMU VM host', () => {
       expect(after.qemu).toHaveLength(1);
       expect(after.qemu[0]).not.toBe(before.qemu[0]);
       expect(taps()).toHaveLength(1);
-      const vm = await client.get<VirtualMachine>(Resources.VirtualMachine, 'crash-a', NS);
-      expect(vm?.status?.printableStatus).toBe('Running');
+      await eventually(
+        'KubeVirt reports the VM Running again',
+        async () =>
+          (await client.get<VirtualMachine>(Resources.VirtualMachine, 'crash-a', NS))?.status?.printableStatus ===
+          'Running',
+        MINUTE,
+      );
       expect(await client.get(Resources.VirtualMachineInstance, 'crash-a', NS)).toBeDefined();
 
       await client.delete(Resources.VirtualMachine, 'crash-a', NS);

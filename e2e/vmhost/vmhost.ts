@@ -1,94 +1,66 @@
-// The VM host: a small stand-in for KubeVirt's virt-controller + virt-handler on machines without
-// KubeVirt (test and dev infrastructure, not the product). It plays one (kwok) node: every
-// VirtualMachine whose nodeSelector names that node is booted with qemu-system-x86_64 (KVM when
-// /dev/kvm exists, software emulation otherwise) from a copy-on-write overlay of the golden image,
-// with the NoCloud disk its cloudInitNoCloud Secret describes and a NIC on the host's bridge
-// (network.ts). It maps the VM's pause annotation (codebrowse.io/paused, which the operator writes)
-// to QMP stop/cont, stops QEMU when the VM goes, and writes the status KubeVirt would: the VM's
-// printableStatus/ready/conditions and a VirtualMachineInstance with phase, node, interfaces (the
-// addresses the bridge sees the guest use) and conditions. The operator does not know it is there.
+// The QEMU host: one node of a KubeVirt cluster, played where no kubelet, virt-handler or
+// virt-launcher can run (test and dev infrastructure, not the product). KubeVirt's real
+// virt-controller and virt-api decide everything else; this plays what runs on the node:
 //
-// With --memory-snapshot a VM is not booted: the golden image is booted once (per image), paused
-// when its agent runs, and its memory saved; each VM starts from that state (QEMU -incoming) on its
-// own overlay, and the agent in it picks up its own NoCloud disk, MAC address and DHCP lease.
+//   kubelet  registers the node (its labels, capacity, virt-handler's device-plugin resources) and
+//            renews its lease; runs the pods bound to it: the virt-handler pod of KubeVirt's
+//            DaemonSet, and virt-launcher pods, each given an address of the node's pod network
+//            (network.ts) and reported Running; deletes a pod once it stopped.
+//   virt-handler + virt-launcher  for each VMI virt-controller scheduled here: once its
+//            virt-launcher pod runs, boots the domain under QEMU (domain.ts) from the VMI's spec
+//            (disks: the files of its PersistentVolumes, as the storage player provisions them; the
+//            NoCloud disk of its cloudInitNoCloud; NICs on the pod network and on Multus bridge
+//            networks) and writes the VMI status virt-handler writes (e2e/kubevirt/vmi-status.ts);
+//            serves virt-handler's API to virt-api (e2e/kubevirt/handler-api.ts): pause and unpause
+//            (QMP stop/cont), freeze and thaw (the guest's qemu-guest-agent), VNC and the serial
+//            console; reports the guest agent (AgentConnected, the guest's interfaces and OS); shuts
+//            the domain down when the VMI is deleted, and reports a domain that died Failed.
 //
-// Usage: node e2e/vmhost/vmhost.ts --kubeconfig FILE --node NAME --image DIR [options]  (--help)
-import { type ChildProcess, execFileSync, spawn } from 'node:child_process';
+// It reads only Kubernetes', KubeVirt's and Multus' own objects and fields; nothing of codebrowse's.
+// Usage: node e2e/vmhost/vmhost.ts --kubeconfig FILE --handler-kubeconfig FILE --node NAME --image DIR
+//        --cert-dir DIR --cluster-netns NS --cluster-cidr CIDR [options]   (--help)
+import { execFileSync } from 'node:child_process';
 import { createHash } from 'node:crypto';
-import { closeSync, existsSync, openSync, readFileSync, readSync, statSync, writeFileSync } from 'node:fs';
+import { existsSync, readFileSync, statSync, writeFileSync } from 'node:fs';
 import { mkdir, readdir, readFile, rm, writeFile } from 'node:fs/promises';
+import { connect } from 'node:net';
+import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { setTimeout as sleep } from 'node:timers/promises';
 import { parseArgs } from 'node:util';
-import type { ServerPool } from '../../operator/src/api/objects.ts';
-import { KubeClient, type KubeObject } from '../../operator/src/runtime/client.ts';
-import { toApiTime } from '../../operator/src/runtime/conditions.ts';
+import { KubeClient, type KubeObject, isConflict, isNotFound } from '../../operator/src/runtime/client.ts';
 import { Informer, objectKey } from '../../operator/src/runtime/informer.ts';
 import { KubeAccess } from '../../operator/src/runtime/kubeconfig.ts';
 import { createLogger } from '../../operator/src/runtime/log.ts';
-import { Resources } from '../../operator/src/runtime/resources.ts';
-import type { Secret, VirtualMachine } from '../../operator/src/vm/builders.ts';
+import { Resources, defineResource } from '../../operator/src/runtime/resources.ts';
+import type { Secret } from '../../operator/src/vm/builders.ts';
+import { HANDLER_PORT } from '../kubevirt/kubevirt.ts';
+import { serveHandlerApi } from '../kubevirt/handler-api.ts';
+import { type Vmi, macFor, now, pausedConditions, runningStatus, stoppedStatus } from '../kubevirt/vmi-status.ts';
+import { Domain } from './domain.ts';
 import { HostNetwork } from './network.ts';
-import { Qmp } from './qmp.ts';
+import { type GuestInterface, type GuestOsInfo, guestCommand } from './qga.ts';
 
-const HELP = `node e2e/vmhost/vmhost.ts --kubeconfig FILE --node NAME --image DIR [options]
+const HELP = `node e2e/vmhost/vmhost.ts --kubeconfig FILE --handler-kubeconfig FILE --node NAME --image DIR
+    --cert-dir DIR --cluster-netns NS --cluster-cidr CIDR [options]
 
-Plays KubeVirt for the VirtualMachines placed on NODE: boots each under QEMU, maps pause/unpause,
-writes VM and VMI status, stops QEMU when the VM goes.
+Plays one node of a KubeVirt cluster with QEMU: the kubelet (node, lease, pods), virt-handler and
+virt-launcher (the VMIs scheduled to it). KubeVirt's own virt-controller and virt-api do the rest.
 
-  --kubeconfig FILE     the cluster (required)
-  --node NAME           the node this host plays (required; kwok makes it Ready)
-  --image DIR           the golden image: DIR/disk.qcow2 (make image-linux prints it) (required)
-  --namespace NS        the VMs' namespace (default codebrowse-vms)
-  --dir DIR             scratch: overlays, NoCloud disks, QMP sockets, consoles (default /tmp/codebrowse-vmhost-NODE)
-  --console-dir DIR     VNC sockets, DIR/<namespace>/<vm>.vnc: the portal's --console-target unix://DIR
-                        (default DIR/console)
-  --netns NAME          the network namespace made for the bridge (default codebrowse-vmhost)
-  --pod-cidr CIDR       the bridge's DHCP network (default 10.254.0.0/24)
-  --accel auto|kvm|tcg  auto: KVM when /dev/kvm exists and QEMU starts a machine with -cpu host
-                        under it, else software emulation (TCG)
-  --memory-snapshot     start VMs from a saved memory state of the booted golden image (no boot)
-  --archive-dir DIR     VirtualMachineSnapshots of this host's VMs: their disks, DIR/<namespace>/<name>.qcow2
-                        (kept across restarts; default DIR/archive). A VM whose root disk names one as
-                        its source snapshot boots from its own overlay of it.
+  --kubeconfig FILE          the node's (kubelet's) identity (required)
+  --handler-kubeconfig FILE  virt-handler's (system:serviceaccount:kubevirt:kubevirt-handler) (required)
+  --node NAME                the node (registered here if missing) (required)
+  --node-labels K=V,...      labels it registers with (besides kubernetes.io/hostname, os, arch)
+  --image DIR                the Linux image (its kernel probes KVM) (required)
+  --cert-dir DIR             KubeVirt's certificates (kubevirt-install writes them) (required)
+  --cluster-netns NS         the cluster network's namespace (e2e/kubevirt/cluster-network.ts) (required)
+  --cluster-cidr CIDR        its addresses, routed from the node (required)
+  --lan-netns NS             where Multus bridge networks are (default: <netns>-lan)
+  --dir DIR                  scratch: domains, logs, sockets (default /tmp/codebrowse-vmhost-NODE)
+  --netns NAME               the node's network namespace (default codebrowse-vmhost)
+  --pod-cidr CIDR            the node's pod network (default 10.254.0.0/24)
+  --accel auto|kvm|tcg       auto: KVM where a guest boots under it, else software emulation
   --help`;
-
-const ANNOTATION_PAUSED = 'codebrowse.io/paused';
-const MANAGER = 'codebrowse-vmhost';
-/** What the agent prints on the serial console once the portal answered its first poll. */
-const AGENT_READY = /codebrowse-agent: (unclaimed: waiting for a session|claimed by session)/;
-const AGENT_WAITING_FOR_CONFIG = /codebrowse-agent: no portal URL and token yet/;
-
-interface Condition {
-  type: string;
-  status: 'True' | 'False';
-  reason: string;
-  message?: string;
-  lastTransitionTime: string;
-  lastProbeTime: null;
-}
-
-interface Guest {
-  key: string;
-  uid: string;
-  name: string;
-  namespace: string;
-  dir: string;
-  tap: string;
-  mac: string;
-  vnc: string;
-  qemu: ChildProcess;
-  qmp?: Qmp;
-  state: 'booting' | 'running' | 'paused' | 'failed';
-  startedAt: number;
-  agentAt?: number;
-  consoleOffset: number;
-  message?: string;
-  transitions: Map<string, { status: string; time: string }>;
-  lastVmStatus?: string;
-  lastVmiStatus?: string;
-  vmiCreated: boolean;
-}
 
 function fail(message: string): never {
   console.error(message);
@@ -98,16 +70,18 @@ function fail(message: string): never {
 const { values } = parseArgs({
   options: {
     kubeconfig: { type: 'string' },
+    'handler-kubeconfig': { type: 'string' },
     node: { type: 'string' },
+    'node-labels': { type: 'string', default: '' },
     image: { type: 'string' },
-    namespace: { type: 'string', default: 'codebrowse-vms' },
+    'cert-dir': { type: 'string' },
+    'cluster-netns': { type: 'string' },
+    'cluster-cidr': { type: 'string' },
+    'lan-netns': { type: 'string' },
     dir: { type: 'string' },
-    'console-dir': { type: 'string' },
-    'archive-dir': { type: 'string' },
     netns: { type: 'string', default: 'codebrowse-vmhost' },
     'pod-cidr': { type: 'string', default: '10.254.0.0/24' },
     accel: { type: 'string', default: 'auto' },
-    'memory-snapshot': { type: 'boolean', default: false },
     help: { type: 'boolean', default: false },
   },
 });
@@ -115,24 +89,94 @@ if (values.help) {
   console.log(HELP);
   process.exit(0);
 }
-if (!values.kubeconfig) fail('--kubeconfig is required: the cluster whose VMs this host runs');
-if (!values.node) fail('--node is required: the node (kwok plays it) whose VMs this host runs');
-if (!values.image) fail('--image is required: the directory with disk.qcow2 (make image-linux prints it)');
-const goldenDisk = join(values.image, 'disk.qcow2');
-if (!existsSync(goldenDisk)) fail(`--image: no disk.qcow2 in ${values.image}; run make image-linux`);
+for (const required of [
+  'kubeconfig',
+  'handler-kubeconfig',
+  'node',
+  'image',
+  'cert-dir',
+  'cluster-netns',
+  'cluster-cidr',
+] as const)
+  if (!values[required]) fail(`--${required} is required (--help)`);
 if (!['auto', 'kvm', 'tcg'].includes(values.accel)) fail('--accel: write auto, kvm or tcg');
+
+const node = values.node!;
+const workDir = values.dir ?? `/tmp/codebrowse-vmhost-${node}`;
+const log = createLogger(process.env['LOG_LEVEL'] ?? 'info').child({ node });
+const kubelet = new KubeClient(KubeAccess.load(values.kubeconfig!), `kubelet/${node} (QEMU host)`);
+const handler = new KubeClient(KubeAccess.load(values['handler-kubeconfig']!), `virt-handler/${node} (QEMU host)`);
+const network = new HostNetwork({
+  netns: values.netns,
+  dir: join(workDir, 'net'),
+  podCidr: values['pod-cidr'],
+  cluster: { netns: values['cluster-netns']!, cidr: values['cluster-cidr']! },
+  lanNetns: values['lan-netns'] ?? `${values.netns}-lan`,
+});
+
+const Pod = defineResource('', 'v1', 'Pod', 'pods');
+const Lease = Resources.Lease;
+const PV = defineResource('', 'v1', 'PersistentVolume', 'persistentvolumes', false);
+const NetworkAttachmentDefinition = defineResource(
+  'k8s.cni.cncf.io',
+  'v1',
+  'NetworkAttachmentDefinition',
+  'network-attachment-definitions',
+);
+
+interface Pod extends KubeObject {
+  spec: {
+    nodeName?: string;
+    containers: { name: string; image?: string }[];
+    initContainers?: { name: string; image?: string; restartPolicy?: string }[];
+    readinessGates?: { conditionType: string }[];
+  };
+  status?: { phase?: string; podIP?: string; conditions?: { type: string; status: string }[] };
+}
+interface Pvc extends KubeObject {
+  spec: { volumeName?: string };
+}
+interface Pv extends KubeObject {
+  spec: { csi?: { volumeAttributes?: Record<string, string> } };
+}
+interface NoCloudSource {
+  userData?: string;
+  userDataBase64?: string;
+  secretRef?: { name: string };
+  userDataSecretRef?: { name: string };
+  networkData?: string;
+  networkDataSecretRef?: { name: string };
+}
+type VmiObject = Omit<Vmi, 'spec'> &
+  KubeObject & {
+    spec: Omit<Vmi['spec'], 'volumes' | 'domain'> & {
+      volumes?: {
+        name: string;
+        dataVolume?: { name: string };
+        persistentVolumeClaim?: { claimName: string };
+        cloudInitNoCloud?: NoCloudSource;
+      }[];
+      domain: Vmi['spec']['domain'] & {
+        cpu?: { cores?: number; sockets?: number };
+        memory?: { guest?: string };
+        resources?: { requests?: Record<string, string> };
+      };
+    };
+  };
+
+// --- KVM or not -----------------------------------------------------------------------------------
+
 /**
- * Whether a guest really runs under KVM with this CPU model here: the image's kernel is booted and
- * must print its banner on the serial console within 15 s (it takes well under one under a working
- * KVM; about 4 s even under software emulation). /dev/kvm may exist and still fail: nested
- * virtualisation that refuses an MSR of `-cpu host` makes QEMU abort at start, and on other
- * machines QEMU starts and the guest hangs in its first instructions without a word.
+ * Whether a guest really runs under KVM here: the image's kernel must print its banner on the
+ * serial console within 15 s (well under one under a working KVM). /dev/kvm may exist and still
+ * fail: QEMU aborts at start on some nested hosts, and on others the guest hangs without a word.
  */
-async function kvmBoots(cpu: string, kernel: string): Promise<boolean> {
+async function kvmBoots(kernel: string): Promise<boolean> {
+  const { spawn } = await import('node:child_process');
   const probe = spawn(
     'qemu-system-x86_64',
     [
-      ...['-machine', 'pc,accel=kvm', '-cpu', cpu, '-m', '256', '-display', 'none', '-nodefaults', '-no-reboot'],
+      ...['-machine', 'pc,accel=kvm', '-cpu', 'host', '-m', '256', '-display', 'none', '-nodefaults', '-no-reboot'],
       ...['-serial', 'stdio', '-kernel', kernel, '-append', 'console=ttyS0 earlyprintk=serial panic=-1'],
     ],
     { stdio: ['ignore', 'pipe', 'ignore'] },
@@ -156,45 +200,243 @@ async function kvmBoots(cpu: string, kernel: string): Promise<boolean> {
   return booted;
 }
 
-/** The accelerator and CPU model: KVM with the host's CPU where a guest runs under it, else software emulation. */
 async function chooseAccel(): Promise<{ accel: string; cpu?: string }> {
   if (values.accel === 'tcg') return { accel: 'tcg' };
   if (values.accel === 'kvm') return { accel: 'kvm', cpu: 'host' };
-  if (!existsSync('/dev/kvm')) return { accel: 'tcg' };
   const kernel = join(values.image!, 'vmlinuz');
-  // (With `host,-arch-capabilities` such a machine starts, but a guest was seen to hang in its
-  // firmware there: software emulation is slow but sure.)
-  return existsSync(kernel) && (await kvmBoots('host', kernel)) ? { accel: 'kvm', cpu: 'host' } : { accel: 'tcg' };
+  if (!existsSync('/dev/kvm') || !existsSync(kernel)) return { accel: 'tcg' };
+  // The answer is kept per machine boot, kernel and QEMU: the probe takes up to 15 s.
+  const qemu = execFileSync('sh', ['-c', 'command -v qemu-system-x86_64'], { encoding: 'utf8' }).trim();
+  const bootId = existsSync('/proc/sys/kernel/random/boot_id')
+    ? readFileSync('/proc/sys/kernel/random/boot_id', 'utf8').trim()
+    : '';
+  const key = hash(`${bootId} ${kernel} ${statSync(kernel).mtimeMs} ${qemu} ${statSync(qemu).mtimeMs}`).slice(0, 16);
+  const cache = join(tmpdir(), `codebrowse-kvm-probe-${key}`);
+  const works = existsSync(cache) ? readFileSync(cache, 'utf8') === 'kvm' : await kvmBoots(kernel);
+  writeFileSync(cache, works ? 'kvm' : 'tcg');
+  return works ? { accel: 'kvm', cpu: 'host' } : { accel: 'tcg' };
 }
-const { accel, cpu } = await chooseAccel();
-const node = values.node;
-const namespace = values.namespace;
-const workDir = values.dir ?? `/tmp/codebrowse-vmhost-${node}`;
-const consoleDir = values['console-dir'] ?? join(workDir, 'console');
-const archiveDir = values['archive-dir'] ?? join(workDir, 'archive');
-const log = createLogger(process.env['LOG_LEVEL'] ?? 'info').child({ node });
 
-const client = new KubeClient(KubeAccess.load(values.kubeconfig), MANAGER);
-const network = new HostNetwork({ netns: values.netns, dir: join(workDir, 'net'), podCidr: values['pod-cidr'] });
+// --- the kubelet: the node, its lease, its pods -----------------------------------------------------
+
+/** What the node reports (kubelet's node status; virt-handler's device plugins add the devices). */
+function nodeStatus(): Record<string, unknown> {
+  const at = now();
+  const resources = {
+    cpu: '8',
+    memory: '16Gi',
+    pods: '110',
+    'ephemeral-storage': '100Gi',
+    'devices.kubevirt.io/kvm': '1k',
+    'devices.kubevirt.io/tun': '1k',
+    'devices.kubevirt.io/vhost-net': '1k',
+  };
+  return {
+    conditions: [
+      ['Ready', 'True', 'KubeletReady', 'kubelet is posting ready status'],
+      ['MemoryPressure', 'False', 'KubeletHasSufficientMemory', 'kubelet has sufficient memory available'],
+      ['DiskPressure', 'False', 'KubeletHasNoDiskPressure', 'kubelet has no disk pressure'],
+      ['PIDPressure', 'False', 'KubeletHasSufficientPID', 'kubelet has sufficient PID available'],
+    ].map(([type, status, reason, message]) => ({
+      type,
+      status,
+      reason,
+      message,
+      lastHeartbeatTime: at,
+      lastTransitionTime: at,
+    })),
+    addresses: [
+      { type: 'InternalIP', address: network.nodeAddress },
+      { type: 'Hostname', address: node },
+    ],
+    capacity: resources,
+    allocatable: resources,
+    nodeInfo: {
+      architecture: 'amd64',
+      operatingSystem: 'linux',
+      kernelVersion: 'qemu-host',
+      kubeletVersion: 'qemu-host',
+      kubeProxyVersion: 'qemu-host',
+      containerRuntimeVersion: 'qemu://',
+      osImage: 'codebrowse QEMU host',
+      bootID: '',
+      machineID: '',
+      systemUUID: '',
+    },
+  };
+}
+
+async function registerNode(): Promise<void> {
+  const labels: Record<string, string> = {
+    'kubernetes.io/hostname': node,
+    'kubernetes.io/os': 'linux',
+    'kubernetes.io/arch': 'amd64',
+    ...Object.fromEntries(
+      values['node-labels']
+        .split(',')
+        .filter(Boolean)
+        .map((pair) => pair.split('=') as [string, string]),
+    ),
+  };
+  const existing = await kubelet.get<KubeObject>(Resources.Node, node);
+  if (!existing) await kubelet.create(Resources.Node, { metadata: { name: node, labels }, spec: {} } as KubeObject);
+  else await kubelet.mergePatch(Resources.Node, node, undefined, { metadata: { labels } });
+  await kubelet.mergePatch(Resources.Node, node, undefined, { status: nodeStatus() }, 'status');
+}
+
+async function renewLease(): Promise<void> {
+  const renewTime = new Date().toISOString().replace('Z', '000Z'); // MicroTime
+  await kubelet.apply(
+    Lease,
+    {
+      metadata: { name: node, namespace: 'kube-node-lease' },
+      spec: { holderIdentity: node, leaseDurationSeconds: 40, renewTime },
+    } as KubeObject,
+    { fieldManager: 'kubelet' },
+  );
+}
+
+/** The address the virt-handler pod of this node has (the host serves virt-handler's API there). */
+const handlerAddress = network.allocate('virt-handler');
+
+function podIp(pod: Pod): string {
+  return pod.metadata.labels?.['kubevirt.io'] === 'virt-handler' ? handlerAddress : network.allocate(pod.metadata.uid!);
+}
+
+/** A pod reported Running, as kubelet does once its containers started. */
+async function runPod(pod: Pod): Promise<void> {
+  const at = now();
+  const address = podIp(pod);
+  await kubelet.mergePatch(
+    Pod,
+    pod.metadata.name!,
+    pod.metadata.namespace,
+    {
+      metadata: { resourceVersion: pod.metadata.resourceVersion },
+      status: {
+        phase: 'Running',
+        podIP: address,
+        podIPs: [{ ip: address }],
+        hostIP: network.nodeAddress,
+        hostIPs: [{ ip: network.nodeAddress }],
+        startTime: at,
+        conditions: [
+          { type: 'PodScheduled', status: 'True', lastTransitionTime: at },
+          { type: 'Initialized', status: 'True', lastTransitionTime: at },
+          { type: 'ContainersReady', status: 'True', lastTransitionTime: at },
+          { type: 'Ready', status: 'True', lastTransitionTime: at },
+          ...(pod.spec.readinessGates ?? []).map((g) => ({
+            type: g.conditionType,
+            status: 'True',
+            lastTransitionTime: at,
+          })),
+        ],
+        containerStatuses: pod.spec.containers.map((c) => ({
+          name: c.name,
+          image: c.image ?? '',
+          imageID: '',
+          ready: true,
+          started: true,
+          restartCount: 0,
+          state: { running: { startedAt: at } },
+        })),
+        initContainerStatuses: (pod.spec.initContainers ?? []).map((c) => ({
+          name: c.name,
+          image: c.image ?? '',
+          imageID: '',
+          ready: true,
+          restartCount: 0,
+          state: { terminated: { exitCode: 0, reason: 'Completed', startedAt: at, finishedAt: at } },
+        })),
+      },
+    },
+    'status',
+  );
+  log.info({ pod: objectKey(pod), ip: address }, 'pod running');
+}
+
+async function syncPod(key: string): Promise<void> {
+  const pod = pods.get(key);
+  if (!pod) return;
+  if (pod.metadata.deletionTimestamp) {
+    // The containers stop: a virt-launcher's domain goes with it (the VMI is told first).
+    const vmi = vmis.list().find((v) => v.metadata.uid === pod.metadata.labels?.['kubevirt.io/created-by']);
+    if (vmi)
+      await stopDomain(objectKey(vmi), vmi.metadata.deletionTimestamp ? 'Succeeded' : 'Failed', `pod ${key} deleted`);
+    network.release(pod.metadata.uid!);
+    await kubelet.delete(Pod, pod.metadata.name!, pod.metadata.namespace, { gracePeriodSeconds: 0 }).catch((error) => {
+      if (!isNotFound(error)) throw error;
+    });
+    log.info({ pod: key }, 'pod stopped and deleted');
+    return;
+  }
+  if (pod.status?.phase !== 'Running') await runPod(pod);
+  // A readiness gate that turned False makes the pod not Ready (virt-controller's "unpaused" gate).
+  const conditions = pod.status?.conditions ?? [];
+  const gatesTrue = (pod.spec.readinessGates ?? []).every(
+    (g) => conditions.find((c) => c.type === g.conditionType)?.status === 'True',
+  );
+  const ready = conditions.find((c) => c.type === 'Ready');
+  if (pod.status?.phase === 'Running' && ready && (ready.status === 'True') !== gatesTrue) {
+    await kubelet.mergePatch(
+      Pod,
+      pod.metadata.name!,
+      pod.metadata.namespace,
+      {
+        metadata: { resourceVersion: pod.metadata.resourceVersion },
+        status: {
+          conditions: conditions.map((c) =>
+            c.type === 'Ready' ? { ...c, status: gatesTrue ? 'True' : 'False', lastTransitionTime: now() } : c,
+          ),
+        },
+      },
+      'status',
+    );
+  }
+  if (pod.metadata.labels?.['kubevirt.io'] === 'virt-handler') await labelNode();
+}
+
+/** What virt-handler puts on its node once it runs (pkg/virt-handler/heartbeat, node-labeller). */
+async function labelNode(): Promise<void> {
+  await handler.mergePatch(Resources.Node, node, undefined, {
+    metadata: {
+      labels: {
+        'kubevirt.io/schedulable': 'true',
+        'machine-type.node.kubevirt.io/q35': 'true',
+        'machine-type.node.kubevirt.io/pc': 'true',
+      },
+    },
+  });
+}
+
+// --- virt-handler and virt-launcher: the domains ----------------------------------------------------
+
+interface Guest {
+  key: string;
+  uid: string;
+  domain: Domain;
+  podIp: string;
+  macs: Record<string, string>;
+  taps: string[];
+  agent: {
+    connected: boolean;
+    interfaces?: Record<string, { interfaceName?: string; ipAddresses: string[] }>;
+    os?: Record<string, string>;
+  };
+  written?: string;
+  stopping?: boolean;
+}
 const guests = new Map<string, Guest>();
-const queue = new Map<string, Promise<void>>();
 
 function hash(text: string): string {
   return createHash('sha256').update(text).digest('hex');
 }
 
-function nodeOf(vm: VirtualMachine): string | undefined {
-  return (vm.spec?.template?.spec?.nodeSelector as Record<string, string> | undefined)?.['kubernetes.io/hostname'];
-}
-
-/** Memory in MiB from the VM's domain (requests.memory or memory.guest), default 1024. */
-function memoryMiB(vm: VirtualMachine): number {
-  const domain = vm.spec?.template?.spec?.domain as
-    { resources?: { requests?: Record<string, string> }; memory?: { guest?: string } } | undefined;
-  const text = domain?.memory?.guest ?? domain?.resources?.requests?.['memory'] ?? '1Gi';
+function memoryMiB(vmi: VmiObject): number {
+  const text = vmi.spec.domain.memory?.guest ?? vmi.spec.domain.resources?.requests?.['memory'] ?? '1Gi';
   const match = /^(\d+)(Ki|Mi|Gi|Ti|k|M|G)?$/.exec(text);
   if (!match) return 1024;
-  const bytes: Record<string, number> = {
+  const unit: Record<string, number> = {
     '': 1,
     k: 1e3,
     M: 1e6,
@@ -204,523 +446,314 @@ function memoryMiB(vm: VirtualMachine): number {
     Gi: 2 ** 30,
     Ti: 2 ** 40,
   };
-  return Math.max(256, Math.round((Number(match[1]) * bytes[match[2] ?? '']!) / 2 ** 20));
+  return Math.max(256, Math.round((Number(match[1]) * unit[match[2] ?? '']!) / 2 ** 20));
 }
 
-function coresOf(vm: VirtualMachine): number {
-  const cpu = (vm.spec?.template?.spec?.domain as { cpu?: { cores?: number } } | undefined)?.cpu;
-  return Math.max(1, cpu?.cores ?? 1);
+/** The file of a volume's PersistentVolume (the CSI driver's volume attribute "path"). */
+async function volumeFile(namespace: string, claimName: string): Promise<string> {
+  const claim = await kubelet.get<Pvc>(Resources.PersistentVolumeClaim, claimName, namespace);
+  if (!claim?.spec.volumeName) throw new Error(`PVC ${namespace}/${claimName} is not bound`);
+  const pv = await kubelet.get<Pv>(PV, claim.spec.volumeName);
+  const path = pv?.spec.csi?.volumeAttributes?.['path'];
+  if (!path || !existsSync(path)) throw new Error(`PV ${claim.spec.volumeName} names no file this node can open`);
+  return path;
 }
 
-/** The user data of the VM's cloudInitNoCloud volume (inline, or from its Secret). */
-async function userDataOf(vm: VirtualMachine): Promise<string> {
-  const volumes = (vm.spec?.template?.spec?.volumes ?? []) as {
-    name: string;
-    cloudInitNoCloud?: { userData?: string; secretRef?: { name: string } };
-  }[];
-  const noCloud = volumes.find((v) => v.cloudInitNoCloud)?.cloudInitNoCloud;
-  if (!noCloud) return '';
-  if (noCloud.userData) return noCloud.userData;
-  if (!noCloud.secretRef) return '';
-  const secret = await client.get<Secret>(Resources.Secret, noCloud.secretRef.name, vm.metadata.namespace);
-  const data = secret?.data?.['userdata'] ?? secret?.data?.['userData'];
-  if (!data) throw new Error(`waiting for the NoCloud Secret ${noCloud.secretRef.name}`);
-  return Buffer.from(data, 'base64').toString('utf8');
-}
-
-/** The guest reaches this machine's loopback services at the bridge: rewrite such URLs. */
-async function forGuest(userData: string): Promise<string> {
-  const lines: string[] = [];
-  for (const line of userData.split('\n')) {
-    const match = /^(\s*CODEBROWSE_PORTAL(?:_URL)?=)(\S+)\s*$/.exec(line);
-    lines.push(match ? `${match[1]}${await network.guestUrl(match[2]!)}` : line);
-  }
-  return lines.join('\n');
-}
-
-/** A NoCloud disk (vfat, label CIDATA) with user-data and meta-data. */
-async function makeNoCloud(dir: string, userData: string, instanceId: string): Promise<string> {
+/** The NoCloud disk (vfat, label cidata) of a cloudInitNoCloud volume, as virt-launcher makes it. */
+async function noCloudDisk(vmi: VmiObject, dir: string, source: NoCloudSource): Promise<string> {
+  const namespace = vmi.metadata.namespace!;
+  const fromSecret = async (name: string, keys: string[]): Promise<string> => {
+    const secret = await kubelet.get<Secret>(Resources.Secret, name, namespace);
+    const value = keys.map((k) => secret?.data?.[k]).find(Boolean);
+    if (!value) throw new Error(`the cloud-init Secret ${namespace}/${name} has none of ${keys.join(', ')}`);
+    return Buffer.from(value, 'base64').toString('utf8');
+  };
+  const secretName = source.userDataSecretRef?.name ?? source.secretRef?.name;
+  const userData =
+    source.userData ??
+    (source.userDataBase64 ? Buffer.from(source.userDataBase64, 'base64').toString('utf8') : undefined) ??
+    (secretName ? await fromSecret(secretName, ['userdata', 'userData']) : '');
+  const networkData =
+    source.networkData ??
+    (source.networkDataSecretRef
+      ? await fromSecret(source.networkDataSecretRef.name, ['networkdata', 'networkData'])
+      : undefined) ??
+    (source.secretRef
+      ? await fromSecret(source.secretRef.name, ['networkdata', 'networkData']).catch(() => undefined)
+      : undefined);
   await writeFile(join(dir, 'user-data'), userData, { mode: 0o600 });
-  await writeFile(join(dir, 'meta-data'), `instance-id: ${instanceId}\n`);
+  await writeFile(join(dir, 'meta-data'), `instance-id: ${vmi.metadata.uid}\nlocal-hostname: ${vmi.metadata.name}\n`);
+  const files = [join(dir, 'user-data'), join(dir, 'meta-data')];
+  if (networkData) {
+    await writeFile(join(dir, 'network-config'), networkData, { mode: 0o600 });
+    files.push(join(dir, 'network-config'));
+  }
   const image = join(dir, 'cidata.img');
   await rm(image, { force: true });
   execFileSync('mkfs.vfat', ['-n', 'CIDATA', '-C', image, '2048'], { stdio: 'ignore' });
-  execFileSync('mcopy', ['-i', image, join(dir, 'user-data'), join(dir, 'meta-data'), '::/']);
+  execFileSync('mcopy', ['-i', image, ...files, '::/']);
   return image;
 }
 
-function qemuArgs(o: {
-  name: string;
-  dir: string;
-  disk: string;
-  cidata: string;
-  tap: string;
-  mac: string;
-  vnc: string;
-  memory: number;
-  cores: number;
-  incoming?: string;
-}): string[] {
-  return [
-    ...['-name', o.name, '-machine', `pc,accel=${accel}`, ...(cpu ? ['-cpu', cpu] : [])],
-    ...['-m', String(o.memory), '-smp', String(o.cores), '-display', 'none', '-vnc', `unix:${o.vnc}`],
-    ...['-qmp', `unix:${join(o.dir, 'qmp.sock')},server=on,wait=off`, '-monitor', 'none'],
-    ...['-serial', `file:${join(o.dir, 'console.log')}`, '-pidfile', join(o.dir, 'qemu.pid')],
-    ...['-drive', `file=${o.disk},if=virtio,format=qcow2,cache=unsafe`],
-    ...['-drive', `file=${o.cidata},if=virtio,format=raw,readonly=on`],
-    ...['-netdev', `tap,id=net0,ifname=${o.tap},script=no,downscript=no`],
-    ...['-device', `virtio-net-pci,netdev=net0,mac=${o.mac}`],
-    ...(o.incoming ? ['-incoming', `exec:cat ${o.incoming}`] : []),
-  ];
-}
-
-function launchQemu(args: string[], dir: string): ChildProcess {
-  const err = openSync(join(dir, 'qemu.log'), 'a');
-  const child = spawn('ip', ['netns', 'exec', network.netns, 'qemu-system-x86_64', ...args], {
-    stdio: ['ignore', err, err],
-  });
-  closeSync(err);
-  return child;
-}
-
-/** New console text since the last look. */
-function readConsole(guest: Guest): string {
-  const file = join(guest.dir, 'console.log');
-  if (!existsSync(file)) return '';
-  const size = statSync(file).size;
-  if (size <= guest.consoleOffset) return '';
-  const fd = openSync(file, 'r');
-  try {
-    const buffer = Buffer.alloc(Math.min(size - guest.consoleOffset, 1 << 20));
-    const read = readSync(fd, buffer, 0, buffer.length, guest.consoleOffset);
-    // Keep the last partial line for the next look.
-    const text = buffer.subarray(0, read).toString('utf8');
-    const end = text.lastIndexOf('\n') + 1;
-    guest.consoleOffset += Buffer.byteLength(text.slice(0, end));
-    return text.slice(0, end);
-  } finally {
-    closeSync(fd);
-  }
-}
-
-// --- the golden memory state (--memory-snapshot) --------------------------------------------------
-
-interface GoldenState {
-  disk: string;
-  memory: string;
-  mac: string;
-  memoryMiB: number;
-  cores: number;
-}
-const goldens = new Map<string, Promise<GoldenState>>();
-
-/** Boots the golden image once (for this memory size and core count), pauses it and saves its memory. */
-function goldenState(memory: number, cores: number): Promise<GoldenState> {
-  const id = `${memory}m-${cores}c`;
-  let state = goldens.get(id);
-  if (!state) {
-    state = makeGolden(id, memory, cores);
-    state.catch(() => goldens.delete(id));
-    goldens.set(id, state);
-  }
-  return state;
-}
-
-async function makeGolden(id: string, memory: number, cores: number): Promise<GoldenState> {
-  const dir = join(workDir, 'golden', id);
-  await rm(dir, { recursive: true, force: true });
-  await mkdir(dir, { recursive: true });
-  const started = Date.now();
-  const disk = join(dir, 'golden.qcow2');
-  execFileSync('qemu-img', ['create', '-q', '-f', 'qcow2', '-F', 'qcow2', '-b', goldenDisk, disk]);
-  // The same devices a VM has; its NoCloud disk says nothing yet (the agent waits for one).
-  const cidata = await makeNoCloud(dir, '#cloud-config\n', `golden-${id}`);
-  const mac = '52:54:00:00:00:01';
-  const tap = `cbg${hash(id).slice(0, 8)}`;
-  network.addTap(tap);
-  const args = qemuArgs({
-    name: `golden-${id}`,
-    dir,
-    disk,
-    cidata,
-    tap,
-    mac,
-    vnc: join(dir, 'vnc.sock'),
-    memory,
-    cores,
-  });
-  const qemu = launchQemu(args, dir);
-  const probe = { consoleOffset: 0, dir } as Guest;
-  try {
-    const qmp = await Qmp.connect(join(dir, 'qmp.sock'));
-    let text = '';
-    while (!AGENT_WAITING_FOR_CONFIG.test(text)) {
-      if (qemu.exitCode !== null) throw new Error(`golden boot: QEMU exited (${join(dir, 'qemu.log')})`);
-      if (Date.now() - started > 15 * 60_000) throw new Error('golden boot: no agent on the console in 15 min');
-      await sleep(250);
-      text = (text + readConsole(probe)).slice(-4096);
-    }
-    await qmp.execute('stop');
-    const memoryFile = join(dir, 'memory.bin');
-    await qmp.execute('migrate', { uri: `exec:cat > ${memoryFile}` });
-    for (;;) {
-      const status = await qmp.execute<{ status?: string; 'error-desc'?: string }>('query-migrate');
-      if (status.status === 'completed') break;
-      if (status.status === 'failed') throw new Error(`golden memory save failed: ${status['error-desc'] ?? ''}`);
-      await sleep(100);
-    }
-    await qmp.execute('quit').catch(() => undefined);
-    qmp.close();
-    log.info(
-      { golden: id, seconds: (Date.now() - started) / 1000, bytes: statSync(memoryFile).size },
-      'golden image booted and its memory saved',
-    );
-    return { disk, memory: memoryFile, mac, memoryMiB: memory, cores };
-  } finally {
-    if (qemu.exitCode === null) qemu.kill('SIGKILL');
-    network.removeTap(tap);
-  }
-}
-
-// --- one VM -----------------------------------------------------------------------------------------
-
-async function startGuest(vm: VirtualMachine): Promise<Guest> {
-  const key = objectKey(vm);
-  const uid = vm.metadata.uid!;
-  const name = vm.metadata.name!;
-  const dir = join(workDir, 'vms', `${vm.metadata.namespace}_${name}_${uid.slice(0, 8)}`);
-  await rm(dir, { recursive: true, force: true });
-  await mkdir(dir, { recursive: true });
-  const userData = await forGuest(await userDataOf(vm));
-  const memory = memoryMiB(vm);
-  const cores = coresOf(vm);
-  const h = hash(uid);
-  const mac = `52:54:00:${h.slice(0, 2)}:${h.slice(2, 4)}:${h.slice(4, 6)}`;
-  const tap = `cb${h.slice(0, 10)}`;
-  // A VM restored from an archived snapshot boots its copy of that disk (never a memory state).
-  const archived = archivedDisk(vm);
-  const golden = values['memory-snapshot'] && !archived ? await goldenState(memory, cores) : undefined;
-  // The MAC goes to the agent too: a guest restored from the golden memory still has the golden's.
-  const cidata = await makeNoCloud(dir, golden ? `${userData}\n      CODEBROWSE_MAC=${mac}\n` : userData, uid);
-  const disk = join(dir, 'root.qcow2');
-  execFileSync('qemu-img', [
-    'create',
-    '-q',
-    '-f',
-    'qcow2',
-    '-F',
-    'qcow2',
-    '-b',
-    archived ?? golden?.disk ?? goldenDisk,
-    disk,
-  ]);
-  if (archived) log.info({ vm: key, from: archived }, 'root disk: an overlay of an archived snapshot');
-  const vnc = join(consoleDir, vm.metadata.namespace!, `${name}.vnc`);
-  await mkdir(join(consoleDir, vm.metadata.namespace!), { recursive: true });
-  await rm(vnc, { force: true });
-  network.addTap(tap);
-  const qemu = launchQemu(
-    qemuArgs({
-      name,
-      dir,
-      disk,
-      cidata,
-      tap,
-      // Restored, the NIC keeps the golden's MAC until the agent sets its own.
-      mac: golden?.mac ?? mac,
-      vnc,
-      memory,
-      cores,
-      incoming: golden?.memory,
-    }),
-    dir,
+/** The bridge a Multus network's NetworkAttachmentDefinition puts NICs on (CNI type "bridge"). */
+async function multusBridge(vmi: VmiObject, networkName: string): Promise<string> {
+  const [namespace, name] = networkName.includes('/') ? networkName.split('/') : [vmi.metadata.namespace!, networkName];
+  const nad = await kubelet.get<KubeObject & { spec?: { config?: string } }>(
+    NetworkAttachmentDefinition,
+    name!,
+    namespace,
   );
-  const guest: Guest = {
-    key,
-    uid,
-    name,
-    namespace: vm.metadata.namespace!,
-    dir,
-    tap,
-    mac,
-    vnc,
-    qemu,
-    state: 'booting',
-    startedAt: Date.now(),
-    consoleOffset: 0,
-    transitions: new Map(),
-    vmiCreated: false,
+  if (!nad) throw new Error(`no NetworkAttachmentDefinition ${namespace}/${name}`);
+  const config = JSON.parse(nad.spec?.config ?? '{}') as {
+    type?: string;
+    bridge?: string;
+    plugins?: { type?: string; bridge?: string }[];
   };
-  qemu.once('exit', (code, signal) => {
-    if (guests.get(key) !== guest) return; // stopped on purpose, or never started
-    guest.state = 'failed';
+  const plugin = config.type ? config : config.plugins?.find((p) => p.type === 'bridge');
+  if (plugin?.type !== 'bridge' || !plugin.bridge)
+    throw new Error(
+      `NetworkAttachmentDefinition ${namespace}/${name}: only CNI type "bridge" with a "bridge" name is played here`,
+    );
+  return plugin.bridge;
+}
+
+async function startDomain(vmi: VmiObject, pod: Pod): Promise<Guest> {
+  const key = objectKey(vmi);
+  const uid = vmi.metadata.uid!;
+  const dir = join(workDir, 'vms', `${vmi.metadata.namespace}_${vmi.metadata.name}_${uid.slice(0, 8)}`);
+  await rm(dir, { recursive: true, force: true });
+  await mkdir(dir, { recursive: true });
+  const volumes = new Map((vmi.spec.volumes ?? []).map((v) => [v.name, v]));
+  const disks: { file: string; format: 'qcow2' | 'raw'; readonly?: boolean }[] = [];
+  for (const disk of vmi.spec.domain.devices?.disks ?? []) {
+    const volume = volumes.get(disk.name);
+    if (!volume) throw new Error(`disk ${disk.name} has no volume`);
+    if (volume.dataVolume || volume.persistentVolumeClaim) {
+      const claim = volume.dataVolume?.name ?? volume.persistentVolumeClaim!.claimName;
+      disks.push({ file: await volumeFile(vmi.metadata.namespace!, claim), format: 'qcow2' });
+    } else if (volume.cloudInitNoCloud) {
+      disks.push({ file: await noCloudDisk(vmi, dir, volume.cloudInitNoCloud), format: 'raw', readonly: true });
+    } else {
+      throw new Error(
+        `volume ${disk.name}: only dataVolume, persistentVolumeClaim and cloudInitNoCloud are played here`,
+      );
+    }
+  }
+  const address = network.allocate(pod.metadata.uid!);
+  const nics: { tap: string; mac: string }[] = [];
+  const macs: Record<string, string> = {};
+  const taps: string[] = [];
+  for (const [index, iface] of (vmi.spec.domain.devices?.interfaces ?? []).entries()) {
+    const net = vmi.spec.networks?.find((n) => n.name === iface.name);
+    const mac = iface.macAddress ?? macFor(vmi, index);
+    const tap = `cb${hash(`${uid}/${index}`).slice(0, 10)}`;
+    if (net?.multus) network.addTap(tap, await multusBridge(vmi, net.multus.networkName));
+    else {
+      network.addTap(tap);
+      // KubeVirt's bridge binding: the guest gets the pod's address by DHCP.
+      network.setDhcpHost(mac, address);
+    }
+    nics.push({ tap, mac });
+    macs[iface.name] = mac;
+    taps.push(tap);
+  }
+  const machine = vmi.spec.domain.machine?.type ?? 'q35';
+  const domain = await Domain.start(
+    {
+      name: `${vmi.metadata.namespace}_${vmi.metadata.name}`,
+      dir,
+      machine: machine.startsWith('pc-q35') ? 'q35' : machine,
+      accel,
+      cpu,
+      memoryMiB: memoryMiB(vmi),
+      cores: Math.max(1, (vmi.spec.domain.cpu?.cores ?? 1) * (vmi.spec.domain.cpu?.sockets ?? 1)),
+      disks,
+      nics,
+    },
+    network.netns,
+  );
+  const guest: Guest = { key, uid, domain, podIp: address, macs, taps, agent: { connected: false } };
+  domain.qemu.once('exit', (code, signal) => {
+    if (guests.get(key) !== guest || guest.stopping) return;
     let tail = '';
     try {
       tail = readFileSync(join(dir, 'qemu.log'), 'utf8').trim().split('\n').slice(-3).join(' ');
     } catch {
       // no log
     }
-    guest.message = `QEMU exited (${signal ?? `code ${code}`})${tail ? `: ${tail}` : ''}`;
-    log.warn({ vm: key }, guest.message);
+    log.warn({ vmi: key, code, signal, tail }, 'the domain died');
     enqueue(key);
   });
-  try {
-    guest.qmp = await Qmp.connect(join(dir, 'qmp.sock'), 30_000);
-    if (golden) {
-      // The saved state was taken paused, so QEMU stays paused once it is loaded: run it.
-      for (;;) {
-        const { status } = await guest.qmp.execute<{ status: string }>('query-status');
-        if (status !== 'inmigrate') break;
-        if (Date.now() - guest.startedAt > 5 * 60_000) throw new Error('the memory state did not load in 5 min');
-        await sleep(20);
-      }
-      await guest.qmp.execute('cont');
-      log.info({ vm: key, ms: Date.now() - guest.startedAt }, 'memory state loaded and running');
-    }
-  } catch (error) {
-    // Not started after all: nothing of it may stay (the next reconcile starts it anew).
-    guest.qmp?.close();
-    qemu.kill('SIGKILL');
-    network.removeTap(tap);
-    await rm(dir, { recursive: true, force: true });
-    throw error;
-  }
-  log.info({ vm: key, accel, memory, cores, mac, restored: Boolean(golden) }, 'QEMU started');
+  log.info(
+    { vmi: key, accel, memory: memoryMiB(vmi), machine, disks: disks.length, nics: nics.length },
+    'domain started',
+  );
   return guest;
 }
 
-// --- VirtualMachineSnapshots (the archive) --------------------------------------------------------
-
-interface VirtualMachineSnapshot extends KubeObject {
-  spec: { source: { kind: string; name: string } };
-  status?: { readyToUse?: boolean; phase?: string };
-}
-
-function archiveFile(namespace: string, name: string): string {
-  return join(archiveDir, namespace, `${name}.qcow2`);
-}
-
-/** The archived disk a VM's root DataVolume names as its source snapshot, if this host keeps it. */
-function archivedDisk(vm: VirtualMachine): string | undefined {
-  const source = (vm.spec?.dataVolumeTemplates?.[0]?.spec as { source?: { snapshot?: { name?: string } } } | undefined)
-    ?.source?.snapshot?.name;
-  if (!source) return undefined;
-  const file = archiveFile(vm.metadata.namespace!, source);
-  return existsSync(file) ? file : undefined;
-}
-
-/**
- * A snapshot of one of this host's VMs: the guest is stopped (QEMU flushes its disk), the changes of
- * its overlay over the golden image are copied to the archive, and it runs on as it was.
- */
-async function takeSnapshot(snapshot: VirtualMachineSnapshot): Promise<void> {
-  if (snapshot.status?.readyToUse || snapshot.metadata.deletionTimestamp) return;
-  if (snapshot.spec.source.kind !== 'VirtualMachine') return;
-  const key = `${snapshot.metadata.namespace}/${snapshot.spec.source.name}`;
+async function stopDomain(key: string, phase: 'Succeeded' | 'Failed', why: string): Promise<void> {
   const guest = guests.get(key);
-  if (!guest?.qmp || guest.state === 'failed') return; // not ours (or not running): another host's
-  const file = archiveFile(snapshot.metadata.namespace!, snapshot.metadata.name!);
-  await mkdir(join(archiveDir, snapshot.metadata.namespace!), { recursive: true });
-  const started = Date.now();
-  const wasRunning = guest.state === 'running' || guest.state === 'booting';
-  await guest.qmp.execute('stop');
-  try {
-    const tmp = `${file}.tmp`;
-    execFileSync('qemu-img', [
-      'convert',
-      '-U',
-      '-O',
-      'qcow2',
-      '-B',
-      goldenDisk,
-      '-F',
-      'qcow2',
-      join(guest.dir, 'root.qcow2'),
-      tmp,
-    ]);
-    execFileSync('mv', ['-f', tmp, file]);
-  } finally {
-    if (wasRunning) await guest.qmp.execute('cont');
-  }
-  await client.mergePatch(
-    Resources.VirtualMachineSnapshot,
-    snapshot.metadata.name!,
-    snapshot.metadata.namespace,
-    {
-      status: {
-        readyToUse: true,
-        phase: 'Succeeded',
-        creationTime: toApiTime(),
-        sourceUID: guest.uid,
-        indications: ['Online'],
-      },
-    },
-    'status',
-  );
-  log.info({ vm: key, snapshot: snapshot.metadata.name, ms: Date.now() - started, file }, 'snapshot taken');
+  if (!guest) return;
+  guest.stopping = true;
+  await guest.domain.stop();
+  for (const tap of guest.taps) network.removeTap(tap);
+  for (const mac of Object.values(guest.macs)) network.setDhcpHost(mac, undefined);
+  await rm(guest.domain.spec.dir, { recursive: true, force: true });
+  guests.delete(key);
+  const vmi = vmis.get(key);
+  if (vmi && vmi.metadata.uid === guest.uid && ['Running', 'Scheduled'].includes(vmi.status?.phase ?? ''))
+    await writeVmi(vmi, stoppedStatus(vmi, phase));
+  log.info({ vmi: key, phase, why }, 'domain stopped');
 }
 
-async function stopGuest(guest: Guest): Promise<void> {
-  guests.delete(guest.key);
+/** Writes the VMI's status as virt-handler (the cache's version as the precondition). */
+async function writeVmi(vmi: VmiObject, status: NonNullable<Vmi['status']>): Promise<void> {
+  await handler.mergePatch(Resources.VirtualMachineInstance, vmi.metadata.name!, vmi.metadata.namespace, {
+    metadata: { resourceVersion: vmi.metadata.resourceVersion },
+    status,
+  });
+}
+
+/** What the guest's qemu-guest-agent says: whether it answers, the guest's interfaces (by MAC), its OS. */
+async function askGuestAgent(guest: Guest): Promise<void> {
+  const socket = guest.domain.sockets.qga;
   try {
-    await Promise.race([guest.qmp?.execute('quit'), sleep(3000)]);
+    await guestCommand(socket, 'guest-ping', undefined, 1500);
   } catch {
-    // gone already
+    guest.agent = { connected: false };
+    return;
   }
-  guest.qmp?.close();
-  for (let i = 0; i < 30 && guest.qemu.exitCode === null && guest.qemu.signalCode === null; i++) await sleep(100);
-  if (guest.qemu.exitCode === null && guest.qemu.signalCode === null) guest.qemu.kill('SIGKILL');
-  network.removeTap(guest.tap);
-  await rm(guest.dir, { recursive: true, force: true });
-  await rm(guest.vnc, { force: true });
-  await client.delete(Resources.VirtualMachineInstance, guest.name, guest.namespace).catch(() => undefined);
-  log.info({ vm: guest.key }, 'QEMU stopped and its disk removed');
+  const byMac = new Map(Object.entries(guest.macs).map(([name, mac]) => [mac.toLowerCase(), name]));
+  const interfaces: Record<string, { interfaceName?: string; ipAddresses: string[] }> = {};
+  for (const iface of await guestCommand<GuestInterface[]>(socket, 'guest-network-get-interfaces').catch(() => [])) {
+    const name = byMac.get(iface['hardware-address']?.toLowerCase() ?? '');
+    if (!name) continue;
+    interfaces[name] = {
+      interfaceName: iface.name,
+      // Global addresses, as virt-handler reports them (no link-local).
+      ipAddresses: (iface['ip-addresses'] ?? [])
+        .map((a) => a['ip-address'])
+        .filter((a) => !a.startsWith('fe80:') && !a.startsWith('169.254.')),
+    };
+  }
+  const os =
+    guest.agent.os ??
+    (await guestCommand<GuestOsInfo>(socket, 'guest-get-osinfo').then(
+      (info) => ({
+        name: info.name ?? '',
+        prettyName: info['pretty-name'] ?? '',
+        version: info.version ?? '',
+        versionId: info['version-id'] ?? '',
+        kernelRelease: info['kernel-release'] ?? '',
+        kernelVersion: info['kernel-version'] ?? '',
+        machine: info.machine ?? '',
+        id: info.id ?? '',
+      }),
+      () => undefined,
+    ));
+  guest.agent = { connected: true, interfaces, ...(os ? { os } : {}) };
 }
 
-function condition(guest: Guest, type: string, ok: boolean, reason: string, message?: string): Condition {
-  const status = ok ? 'True' : 'False';
-  let seen = guest.transitions.get(type);
-  if (seen?.status !== status) {
-    seen = { status, time: new Date().toISOString().replace(/\.\d+Z$/, 'Z') };
-    guest.transitions.set(type, seen);
-  }
-  return { type, status, reason, ...(message ? { message } : {}), lastTransitionTime: seen.time, lastProbeTime: null };
+function launcherPod(vmi: VmiObject): Pod | undefined {
+  return pods
+    .list()
+    .find((p) => p.metadata.labels?.['kubevirt.io/created-by'] === vmi.metadata.uid && !p.metadata.deletionTimestamp);
 }
 
-async function writeStatus(guest: Guest, vm: VirtualMachine): Promise<void> {
-  const running = guest.state === 'running';
-  const printable = {
-    booting: 'Starting',
-    running: 'Running',
-    paused: 'Paused',
-    failed: 'CrashLoopBackOff',
-  }[guest.state];
-  const conditions = [
-    condition(
-      guest,
-      'Ready',
-      running,
-      running ? 'Running' : guest.state === 'paused' ? 'Paused' : printable,
-      guest.message,
-    ),
-    ...(guest.state === 'paused' ? [condition(guest, 'Paused', true, 'PausedByUser', 'VMI was paused by user')] : []),
-  ];
-  const vmStatus = { created: guest.state !== 'failed', ready: running, printableStatus: printable, conditions };
-  const vmText = JSON.stringify(vmStatus);
-  if (vmText !== guest.lastVmStatus) {
-    await client.mergePatch(Resources.VirtualMachine, guest.name, guest.namespace, { status: vmStatus }, 'status');
-    guest.lastVmStatus = vmText;
-    log.info({ vm: guest.key, status: printable }, 'VM status');
-  }
-  // The session's address first, the pod network's (DHCP) after it.
-  const addresses = (guest.state === 'failed' ? [] : network.addressesOf(guest.mac)).sort(
-    (a, b) => Number(network.onPodNetwork(a)) - Number(network.onPodNetwork(b)),
-  );
-  const vmiStatus = {
-    phase: guest.state === 'failed' ? 'Failed' : guest.state === 'booting' && !guest.qmp ? 'Scheduled' : 'Running',
-    nodeName: node,
-    interfaces: [
-      {
-        name: 'default',
-        mac: guest.mac,
-        ...(addresses[0] ? { ipAddress: addresses[0], ipAddresses: addresses } : {}),
-        infoSource: 'domain',
-      },
-    ],
-    conditions: [
-      ...conditions,
-      condition(guest, 'AgentConnected', guest.agentAt !== undefined, guest.agentAt ? 'AgentRunning' : 'AgentNotSeen'),
-    ],
-  };
-  const vmiText = JSON.stringify(vmiStatus);
-  if (vmiText === guest.lastVmiStatus) return;
-  if (!guest.vmiCreated) {
-    const template = vm.spec?.template;
-    await client.delete(Resources.VirtualMachineInstance, guest.name, guest.namespace).catch(() => undefined);
-    await client.create(Resources.VirtualMachineInstance, {
-      metadata: {
-        name: guest.name,
-        namespace: guest.namespace,
-        labels: { ...template?.metadata?.labels, 'kubevirt.io/nodeName': node },
-        ownerReferences: [
-          {
-            apiVersion: 'kubevirt.io/v1',
-            kind: 'VirtualMachine',
-            name: guest.name,
-            uid: guest.uid,
-            controller: true,
-            blockOwnerDeletion: true,
-          },
-        ],
-      },
-      spec: template?.spec ?? {},
-      status: vmiStatus,
-    } as never);
-    guest.vmiCreated = true;
-  } else {
-    await client.mergePatch(Resources.VirtualMachineInstance, guest.name, guest.namespace, { status: vmiStatus });
-  }
-  guest.lastVmiStatus = vmiText;
-}
-
-async function reconcile(key: string): Promise<void> {
-  const vm = vms.get(key);
+async function syncVmi(key: string): Promise<void> {
+  const vmi = vmis.get(key);
   let guest = guests.get(key);
-  const mine =
-    vm !== undefined &&
-    !vm.metadata.deletionTimestamp &&
-    (vm.spec?.runStrategy ?? 'Always') !== 'Halted' &&
-    nodeOf(vm) === node;
-  if (guest && (!mine || guest.uid !== vm.metadata.uid)) {
-    await stopGuest(guest);
+  if (guest && (!vmi || vmi.metadata.uid !== guest.uid)) {
+    await stopDomain(key, 'Succeeded', vmi ? `another VMI ${vmi.metadata.uid} of this name` : 'the VMI is gone');
     guest = undefined;
   }
-  if (!mine) return;
+  if (!vmi || vmi.status?.nodeName !== node) return;
+  if (vmi.metadata.deletionTimestamp) {
+    // Shut the domain down; the VMI is Succeeded before virt-launcher's pod goes.
+    if (guest) await stopDomain(key, 'Succeeded', 'the VMI is being deleted');
+    else if (['Running', 'Scheduled'].includes(vmi.status?.phase ?? ''))
+      await writeVmi(vmi, stoppedStatus(vmi, 'Succeeded'));
+    return;
+  }
+  const phase = vmi.status?.phase;
   if (!guest) {
-    guest = await startGuest(vm);
+    if (phase === 'Running') {
+      // The domain vanished (this host restarted, or QEMU died): virt-handler reports it Failed.
+      await writeVmi(vmi, stoppedStatus(vmi, 'Failed'));
+      return;
+    }
+    if (phase !== 'Scheduled') return;
+    const pod = launcherPod(vmi);
+    if (pod?.status?.phase !== 'Running') return;
+    guest = await startDomain(vmi, pod);
     guests.set(key, guest);
   }
-  if (guest.agentAt === undefined && guest.state !== 'failed' && AGENT_READY.test(readConsole(guest))) {
-    guest.agentAt = Date.now();
-    log.info({ vm: key, seconds: (guest.agentAt - guest.startedAt) / 1000 }, 'the guest agent runs');
+  if (!guest.domain.running) {
+    await stopDomain(key, 'Failed', 'QEMU exited');
+    return;
   }
-  const wantPaused = vm.metadata.annotations?.[ANNOTATION_PAUSED] === 'true';
-  if (guest.qmp && guest.state === 'booting') {
-    // A warm VM boots until its agent runs, then pauses; any other VM runs as soon as QEMU does.
-    if (!wantPaused) guest.state = 'running';
-    else if (guest.agentAt !== undefined) {
-      await guest.qmp.execute('stop');
-      guest.state = 'paused';
+  if (vmi.status?.phase !== 'Scheduled' && vmi.status?.phase !== 'Running') return;
+  await askGuestAgent(guest);
+  const status = runningStatus(vmi, {
+    podIp: guest.podIp,
+    macs: guest.macs,
+    agentConnected: guest.agent.connected,
+    ...(guest.agent.interfaces ? { guestInterfaces: guest.agent.interfaces } : {}),
+    ...(guest.agent.os ? { guestOSInfo: guest.agent.os } : {}),
+  });
+  // Written when what it says changed (not for every look).
+  const text = JSON.stringify({
+    ...status,
+    phaseTransitionTimestamps: undefined,
+    conditions: status.conditions?.map((c) => [c.type, c.status, c.reason]),
+  });
+  if (text === guest.written && vmi.status?.phase === 'Running') return;
+  await writeVmi(vmi, status);
+  if (vmi.status?.phase === 'Scheduled')
+    log.info({ vmi: key, seconds: (Date.now() - guest.domain.startedAt) / 1000 }, 'VMI running');
+  guest.written = text;
+}
+
+// --- virt-handler's API (virt-api calls it) --------------------------------------------------------
+
+async function setPaused(namespace: string, name: string, paused: boolean): Promise<void> {
+  const key = `${namespace}/${name}`;
+  const guest = guests.get(key);
+  if (!guest) throw new Error(`the domain of VMI ${key} does not run on ${node}`);
+  if (paused) await guest.domain.pause();
+  else await guest.domain.resume();
+  for (let attempt = 0; ; attempt++) {
+    const vmi = vmis.get(key);
+    if (!vmi) return;
+    try {
+      await handler.mergePatch(Resources.VirtualMachineInstance, name, namespace, {
+        metadata: { resourceVersion: vmi.metadata.resourceVersion },
+        status: { conditions: pausedConditions(vmi, paused) },
+      });
+      log.info({ vmi: key }, paused ? 'domain paused' : 'domain resumed');
+      return;
+    } catch (error) {
+      if (!isConflict(error) || attempt >= 20) throw error;
+      await sleep(100);
     }
-  } else if (guest.qmp && guest.state === 'running' && wantPaused) {
-    await guest.qmp.execute('stop');
-    guest.state = 'paused';
-  } else if (guest.qmp && guest.state === 'paused' && !wantPaused) {
-    const started = performance.now();
-    await guest.qmp.execute('cont');
-    guest.state = 'running';
-    log.info({ vm: key, ms: Math.round(performance.now() - started) }, 'unpaused');
   }
-  await writeStatus(guest, vm);
 }
 
-/** Runs `task` (default: the VM's reconcile) after what is queued for the VM `key`: one at a time per VM. */
-function enqueue(
-  key: string,
-  task: () => Promise<void> = () => reconcile(key),
-  what = 'reconcile failed; again in 1 s',
-): void {
-  const previous = queue.get(key) ?? Promise.resolve();
-  const next = previous
-    .then(task)
-    .catch((error: unknown) => log.warn({ vm: key, err: (error as Error).message }, what))
-    .finally(() => {
-      if (queue.get(key) === next) queue.delete(key);
-    });
-  queue.set(key, next);
+async function guestAgentCall(namespace: string, name: string, command: string, args?: object): Promise<void> {
+  const guest = guests.get(`${namespace}/${name}`);
+  if (!guest) throw new Error(`the domain of VMI ${namespace}/${name} does not run on ${node}`);
+  await guestCommand(guest.domain.sockets.qga, command, args, 60_000);
 }
 
-// --- start --------------------------------------------------------------------------------------------
+function openSocket(path: string | undefined) {
+  if (!path || !existsSync(path)) return Promise.resolve(undefined);
+  return new Promise<ReturnType<typeof connect> | undefined>((resolve) => {
+    const socket = connect(path, () => resolve(socket));
+    socket.once('error', () => resolve(undefined));
+  });
+}
+
+// --- start ------------------------------------------------------------------------------------------
 
 /** QEMUs a previous run of this host left (crash, SIGKILL): stopped, their scratch removed. */
 async function cleanLeftovers(): Promise<void> {
@@ -728,59 +761,91 @@ async function cleanLeftovers(): Promise<void> {
   for (const entry of existsSync(vmsDir) ? await readdir(vmsDir) : []) {
     const pidFile = join(vmsDir, entry, 'qemu.pid');
     const pid = existsSync(pidFile) ? Number(await readFile(pidFile, 'utf8')) : 0;
-    if (pid > 0) {
-      try {
-        if (readFileSync(`/proc/${pid}/cmdline`, 'utf8').includes('qemu-system')) process.kill(pid, 'SIGKILL');
-      } catch {
-        // not running
-      }
+    try {
+      if (pid > 0 && readFileSync(`/proc/${pid}/cmdline`, 'utf8').includes('qemu-system')) process.kill(pid, 'SIGKILL');
+    } catch {
+      // not running
     }
   }
-  await rm(join(workDir, 'vms'), { recursive: true, force: true });
-  await rm(join(workDir, 'golden'), { recursive: true, force: true });
-  await rm(consoleDir, { recursive: true, force: true });
+  await rm(vmsDir, { recursive: true, force: true });
 }
 
+const queue = new Map<string, Promise<void>>();
+function enqueue(key: string, task: () => Promise<void> = () => syncVmi(key)): void {
+  const next = (queue.get(key) ?? Promise.resolve())
+    .then(task)
+    .catch((error: unknown) => {
+      if (!isConflict(error)) log.warn({ key, err: (error as Error).message }, 'sync failed; again soon');
+    })
+    .finally(() => {
+      if (queue.get(key) === next) queue.delete(key);
+    });
+  queue.set(key, next);
+}
+
+// Orphans of a killed run first (they would go on running while this one starts).
 await cleanLeftovers();
-await mkdir(consoleDir, { recursive: true });
+const { accel, cpu } = await chooseAccel();
+await mkdir(workDir, { recursive: true });
 await network.start();
 writeFileSync(join(workDir, 'vmhost.pid'), String(process.pid));
-const vms = new Informer<VirtualMachine>(client, Resources.VirtualMachine, log, undefined, { namespace });
-const pools = new Informer<ServerPool>(client, Resources.ServerPool, log);
-const snapshots = new Informer<VirtualMachineSnapshot>(client, Resources.VirtualMachineSnapshot, log, undefined, {
-  namespace,
+await registerNode();
+await renewLease();
+
+const pods = new Informer<Pod>(kubelet, Pod, log, undefined, { fieldSelector: `spec.nodeName=${node}` });
+const vmis = new Informer<VmiObject>(handler, Resources.VirtualMachineInstance, log, undefined, {
+  labelSelector: `kubevirt.io/nodeName=${node}`,
 });
-vms.on((event) => enqueue(objectKey(event.object)));
-snapshots.on((event) => {
-  const snapshot = event.object;
+const handlerSocket = join(workDir, 'virt-handler.sock');
+const api = await serveHandlerApi(
+  handlerSocket,
+  values['cert-dir']!,
+  {
+    known: (namespace, name) => vmis.get(`${namespace}/${name}`) !== undefined,
+    pause: (namespace, name) => setPaused(namespace, name, true),
+    unpause: (namespace, name) => setPaused(namespace, name, false),
+    freeze: (namespace, name) => guestAgentCall(namespace, name, 'guest-fsfreeze-freeze'),
+    unfreeze: (namespace, name) => guestAgentCall(namespace, name, 'guest-fsfreeze-thaw'),
+    softReboot: (namespace, name) => guestAgentCall(namespace, name, 'guest-shutdown', { mode: 'reboot' }),
+    vnc: (namespace, name) => openSocket(guests.get(`${namespace}/${name}`)?.domain.sockets.vnc),
+    console: (namespace, name) => openSocket(guests.get(`${namespace}/${name}`)?.domain.sockets.serial),
+  },
+  (message, fields) => log.debug(fields ?? {}, message),
+);
+// virt-api reaches the node's virt-handler at its pod's address, port 8186.
+network.addLocalAddress(handlerAddress);
+network.relayToSocket(handlerAddress, HANDLER_PORT, handlerSocket, 'relay-virt-handler');
+
+// Addresses the pods of this node kept across a restart of this host stay theirs.
+pods.on((event) => {
+  const pod = event.object;
+  if (event.type === 'added' && pod.status?.podIP && pod.metadata.labels?.['kubevirt.io'] !== 'virt-handler')
+    network.reserve(pod.metadata.uid!, pod.status.podIP);
   if (event.type === 'deleted') {
-    void rm(archiveFile(snapshot.metadata.namespace!, snapshot.metadata.name!), { force: true });
+    network.release(pod.metadata.uid!);
     return;
   }
-  // One at a time with its VM's reconciles (a snapshot stops the guest for a moment).
-  enqueue(
-    `${snapshot.metadata.namespace}/${snapshot.spec.source.name}`,
-    () => takeSnapshot(snapshot),
-    `snapshot ${snapshot.metadata.name} failed`,
-  );
+  enqueue(`pod/${objectKey(pod)}`, () => syncPod(objectKey(pod)));
+  const vmi = vmis.list().find((v) => v.metadata.uid === pod.metadata.labels?.['kubevirt.io/created-by']);
+  if (vmi) enqueue(objectKey(vmi));
 });
-pools.on((event) => {
-  const pool = event.object;
-  const serves = (pool.status as { nodes?: { name: string }[] } | undefined)?.nodes?.some((n) => n.name === node);
-  if (serves && pool.spec.addresses?.cidr) network.routePool(pool.spec.addresses.cidr);
-});
-vms.start();
-pools.start();
-snapshots.start();
-await vms.waitForSync();
+vmis.on((event) => enqueue(objectKey(event.object)));
+pods.start();
+vmis.start();
+await Promise.all([pods.waitForSync(), vmis.waitForSync()]);
 log.info(
-  { accel, cpu, image: values.image, netns: network.netns, gateway: network.gateway, consoleDir },
-  'VM host running',
+  { accel, cpu, netns: network.netns, address: network.nodeAddress, handler: handlerAddress },
+  'QEMU host running',
 );
-// The console and the bridge's neighbours change without an API event: look every second.
+
+// The guest agent and QEMU change without an API event: look every 2 s; the lease every 10 s.
 const ticker = setInterval(() => {
-  for (const key of new Set([...guests.keys(), ...vms.list().map(objectKey)])) if (!queue.has(key)) enqueue(key);
-}, 1000);
+  for (const key of guests.keys()) if (!queue.has(key)) enqueue(key);
+}, 2000);
+const leaseTimer = setInterval(
+  () => void renewLease().catch((error: Error) => log.warn({ err: error.message }, 'lease not renewed')),
+  10_000,
+);
 
 let stopping = false;
 async function shutdown(signal: string): Promise<void> {
@@ -788,13 +853,18 @@ async function shutdown(signal: string): Promise<void> {
   stopping = true;
   log.info({ signal }, 'stopping: every QEMU of this host goes');
   clearInterval(ticker);
+  clearInterval(leaseTimer);
   await Promise.allSettled(queue.values());
-  await Promise.allSettled([...guests.values()].map((guest) => stopGuest(guest)));
-  await vms.stop();
-  await pools.stop();
-  await snapshots.stop();
+  await Promise.allSettled(
+    [...guests.values()].map(async (guest) => {
+      guest.stopping = true;
+      await guest.domain.stop();
+    }),
+  );
+  api.close();
+  await pods.stop();
+  await vmis.stop();
   await network.stop();
-  await rm(join(workDir, 'golden'), { recursive: true, force: true });
   process.exit(0);
 }
 process.on('SIGTERM', () => void shutdown('SIGTERM'));

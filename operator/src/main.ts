@@ -105,6 +105,9 @@ Flags:
   --vm-namespace NS                 the pools' VM namespace (spec.vmNamespace): VMs and codebrowse's Secrets live
                                     there, and Secrets are read nowhere else (default codebrowse-vms)
   --page-base-url URL               base of the session page links mailed to users (default: --portal-url)
+  --carry-label-prefix PREFIX,...   labels of sessions and archives with these prefixes are copied onto their
+                                    VMs, Secrets, DownloadRequests and DNS records (default: none; never
+                                    codebrowse.io/ ones)
   --smtp-url URL                    mail relay, smtp://[user@]host[:port][?starttls=required|opportunistic|never]
                                     or smtps://...; no --smtp-url: no mail is sent
   --mail-from ADDRESS               sender of the mails (required with --smtp-url)
@@ -151,6 +154,7 @@ async function runOperator(argv: string[]): Promise<number> {
       'portal-url': { type: 'string', default: 'http://codebrowse-portal.codebrowse-system.svc:8082' },
       'vm-namespace': { type: 'string', default: 'codebrowse-vms' },
       'page-base-url': { type: 'string' },
+      'carry-label-prefix': { type: 'string', default: '' },
       'smtp-url': { type: 'string' },
       'mail-from': { type: 'string' },
       'smtp-ca': { type: 'string' },
@@ -217,6 +221,7 @@ async function runOperator(argv: string[]): Promise<number> {
     workers,
     portalUrl: values['portal-url'],
     pageBaseUrl: values['page-base-url'] ?? values['portal-url'],
+    carryLabelPrefixes: values['carry-label-prefix'].split(',').filter(Boolean),
     mailer,
     registry: metrics.registry,
     vmNamespace: values['vm-namespace'],

@@ -89,7 +89,7 @@ export const PoolImage = Type.Object(
     arch: Type.Optional(stringEnum(ARCHITECTURES, { default: 'amd64', description: 'CPU architecture.' })),
     snapshot: objectName('spec.images[].snapshot', {
       description:
-        'Name of the golden VirtualMachineSnapshot (in spec.vmNamespace) that session VMs of this image are cloned from.',
+        "Name of the golden VolumeSnapshot (snapshot.storage.k8s.io/v1, in spec.vmNamespace) that holds the image's disk: every session VM's root disk is a DataVolume that CDI restores from it.",
     }),
     warm: Type.Optional(
       Type.Integer({
@@ -186,6 +186,13 @@ export const ServerPoolSpec = Type.Object(
             duration('spec.sessions.historyTTL', '8760h', {
               default: '24h',
               description: 'How long an ended (Expired or Failed) session stays listed before it is deleted.',
+            }),
+          ),
+          startTimeout: Type.Optional(
+            duration('spec.sessions.startTimeout', '24h', {
+              default: '15m',
+              description:
+                "How long a session's VM may take to run (KubeVirt states such as Provisioning, ErrorUnschedulable, DataVolumeError or CrashLoopBackOff on the way) before the session fails with that state as its reason and the VM is released. A warm VM stuck that long is replaced.",
             }),
           ),
         },

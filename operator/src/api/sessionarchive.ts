@@ -53,6 +53,13 @@ export const SessionArchiveStatus = Type.Object(
     snapshot: Type.Optional(
       Type.String({ maxLength: 253, description: 'The VirtualMachineSnapshot in the pool VM namespace.' }),
     ),
+    volumeSnapshot: Type.Optional(
+      Type.String({
+        maxLength: 253,
+        description:
+          "The VolumeSnapshot of the VM's root disk that KubeVirt took for the VirtualMachineSnapshot (read from its VirtualMachineSnapshotContent): what a restore's disk is made from.",
+      }),
+    ),
     vm: Type.Optional(Type.String({ maxLength: 253, description: 'The VM that was archived.' })),
     pool: Type.Optional(Type.String({ maxLength: 253, description: 'Pool of the archived session.' })),
     os: Type.Optional(Type.String({ maxLength: 32, description: 'OS of the archived VM.' })),

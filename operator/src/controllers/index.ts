@@ -2,6 +2,7 @@
 // downloadrequest/, browsesession/, warmpool/) and is added here as it is built.
 import type { BrowseSession, ServerPool } from '../api/objects.ts';
 import type { Manager } from '../runtime/manager.ts';
+import { carryLabelPrefixes } from '../vm/carried-labels.ts';
 import { Resources } from '../runtime/resources.ts';
 import { sessionArchiveController } from './archive/controller.ts';
 import { browseSessionController } from './browsesession/controller.ts';
@@ -25,9 +26,12 @@ export interface ControllerSettings {
   random?: () => number;
   /** The VM namespace (the pools' spec.vmNamespace): codebrowse's Secrets are read only there. */
   vmNamespace?: string;
+  /** Label prefixes copied from sessions and archives onto what is made for them (vm/carried-labels.ts). */
+  carryLabelPrefixes?: string[];
 }
 
 export function registerControllers(manager: Manager, settings: ControllerSettings): void {
+  carryLabelPrefixes(settings.carryLabelPrefixes ?? []);
   // Shared caches (one list+watch per kind for all controllers).
   const pools = () => manager.informer<ServerPool>(Resources.ServerPool);
   const sessions = () => manager.informer<BrowseSession>(Resources.BrowseSession);

@@ -70,6 +70,18 @@ export function isConflict(error: unknown): boolean {
   return error instanceof ApiError && error.status === 409;
 }
 
+/**
+ * A write an admission webhook or policy refused (the API server says "admission webhook ... denied
+ * the request" or "... is forbidden: ValidatingAdmissionPolicy ..."): retrying the same write fails again.
+ */
+export function isRefusedByAdmission(error: unknown): boolean {
+  return (
+    error instanceof ApiError &&
+    [400, 403, 422].includes(error.status) &&
+    /admission webhook .* denied the request|ValidatingAdmissionPolicy/.test(error.message)
+  );
+}
+
 export function isGone(error: unknown): boolean {
   return error instanceof ApiError && error.status === 410;
 }
@@ -105,10 +117,14 @@ export interface ApplyOptions {
 export interface DeleteOptions {
   preconditions?: { uid?: string; resourceVersion?: string };
   propagationPolicy?: 'Foreground' | 'Background' | 'Orphan';
+  /** 0: at once (what a kubelet sends once a pod's containers stopped). */
+  gracePeriodSeconds?: number;
 }
 
 interface RequestOptions {
   query?: Record<string, string | number | boolean | undefined>;
+  /** Default application/json. */
+  accept?: string;
   body?: unknown;
   contentType?: string;
   signal?: AbortSignal;
@@ -202,7 +218,7 @@ export class KubeClient {
 
   private async send(method: string, path: string, options: RequestOptions): Promise<Response> {
     const { dispatcher, headers } = await this.connection();
-    headers.accept = 'application/json';
+    headers.accept = options.accept ?? 'application/json';
     if (options.body !== undefined) headers['content-type'] = options.contentType ?? 'application/json';
     const timeout = AbortSignal.timeout(options.timeoutMs ?? REQUEST_TIMEOUT_MS);
     const signal = options.signal ? AbortSignal.any([options.signal, timeout]) : timeout;
@@ -374,6 +390,30 @@ export class KubeClient {
     });
   }
 
+  /**
+   * PUT to an API group's subresource of an object that another API serves, such as KubeVirt's
+   * pause and unpause (group subresources.kubevirt.io, served by virt-api through the aggregator).
+   */
+  async putSubresource(
+    group: string,
+    version: string,
+    plural: string,
+    namespace: string,
+    name: string,
+    subresource: string,
+    body: unknown = {},
+  ): Promise<void> {
+    const path = `/apis/${group}/${version}/namespaces/${encodeURIComponent(namespace)}/${plural}/${encodeURIComponent(name)}/${subresource}`;
+    // KubeVirt's subresource routes declare no representation they produce: accept any, as client-go does.
+    const response = await this.send('PUT', path, {
+      verb: 'update',
+      resource: `${plural}/${subresource}.${group}`,
+      body,
+      accept: 'application/json, */*',
+    });
+    await response.arrayBuffer();
+  }
+
   /** True when deleted (or already deletion-pending), false when it did not exist. */
   async delete(type: ResourceType, name: string, namespace?: string, options: DeleteOptions = {}): Promise<boolean> {
     try {
@@ -385,6 +425,7 @@ export class KubeClient {
           kind: 'DeleteOptions',
           preconditions: options.preconditions,
           propagationPolicy: options.propagationPolicy ?? 'Background',
+          ...(options.gracePeriodSeconds !== undefined ? { gracePeriodSeconds: options.gracePeriodSeconds } : {}),
         },
       });
       return true;

@@ -24,6 +24,8 @@ export interface InformerOptions {
   /** Only this namespace; all namespaces when unset. */
   namespace?: string;
   labelSelector?: string;
+  /** A field selector the server applies (e.g. spec.nodeName=NAME for a node's pods). */
+  fieldSelector?: string;
   /** The server ends each watch after this many seconds (spread by up to 20 %). Default 300. */
   watchTimeoutSeconds?: number;
   /** A watch with no event and no bookmark for this long is restarted. Default 150 s. */
@@ -82,8 +84,8 @@ function isNewer(a: string | undefined, b: string | undefined): boolean {
 export class Informer<T extends KubeObject = KubeObject> {
   readonly type: ResourceType;
   private readonly client: KubeClient;
-  private readonly options: Required<Omit<InformerOptions, 'namespace' | 'labelSelector'>> &
-    Pick<InformerOptions, 'namespace' | 'labelSelector'>;
+  private readonly options: Required<Omit<InformerOptions, 'namespace' | 'labelSelector' | 'fieldSelector'>> &
+    Pick<InformerOptions, 'namespace' | 'labelSelector' | 'fieldSelector'>;
   private readonly log: Logger;
   private readonly metrics: OperatorMetrics | undefined;
   private readonly cache = new Map<string, T>();
@@ -294,6 +296,7 @@ export class Informer<T extends KubeObject = KubeObject> {
   private async relist(): Promise<void> {
     const { items, resourceVersion } = await this.client.list<T>(this.type, this.options.namespace, {
       labelSelector: this.options.labelSelector,
+      fieldSelector: this.options.fieldSelector,
     });
     const seen = new Set<string>();
     const wasSynced = this.synced;
@@ -346,6 +349,7 @@ export class Informer<T extends KubeObject = KubeObject> {
         {
           resourceVersion: this.lastResourceVersion,
           labelSelector: this.options.labelSelector,
+          fieldSelector: this.options.fieldSelector,
           timeoutSeconds: Math.round(this.options.watchTimeoutSeconds * spread),
           signal: watchAbort.signal,
         },

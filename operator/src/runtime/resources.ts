@@ -49,6 +49,12 @@ export const Resources = {
   VirtualMachine: kind('kubevirt.io', 'v1', 'VirtualMachine', 'virtualmachines'),
   VirtualMachineInstance: kind('kubevirt.io', 'v1', 'VirtualMachineInstance', 'virtualmachineinstances'),
   VirtualMachineSnapshot: kind('snapshot.kubevirt.io', 'v1beta1', 'VirtualMachineSnapshot', 'virtualmachinesnapshots'),
+  VirtualMachineSnapshotContent: kind(
+    'snapshot.kubevirt.io',
+    'v1beta1',
+    'VirtualMachineSnapshotContent',
+    'virtualmachinesnapshotcontents',
+  ),
   VirtualMachineClone: kind('clone.kubevirt.io', 'v1beta1', 'VirtualMachineClone', 'virtualmachineclones'),
   DNSEndpoint: kind('externaldns.k8s.io', 'v1alpha1', 'DNSEndpoint', 'dnsendpoints'),
 } as const satisfies Record<string, ResourceType>;

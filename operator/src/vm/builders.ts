@@ -2,12 +2,13 @@
 // or cold, cloned from the image's golden snapshot), the per-VM agent Secret, the user's login
 // Secret, and the DNSEndpoint that publishes <user>.<zone>. No API calls here.
 import { randomBytes } from 'node:crypto';
-import type { V1VirtualMachine } from '@kubevirt-ui-ext/kubevirt-api/kubevirt';
+import type { V1VirtualMachine, V1VirtualMachineInstance } from '@kubevirt-ui-ext/kubevirt-api/kubevirt';
 import type { PoolImage } from '../api/serverpool.ts';
 import type { BrowseSession, ServerPool } from '../api/objects.ts';
 import { controllerReference } from '../runtime/apply.ts';
 import type { KubeObject } from '../runtime/client.ts';
 import { Resources } from '../runtime/resources.ts';
+import { carriedLabels } from './carried-labels.ts';
 
 export const LABELS = {
   pool: 'codebrowse.io/pool',
@@ -22,8 +23,6 @@ export const LABELS = {
 } as const;
 
 export const ANNOTATIONS = {
-  /** Present ("true") while the VM is paused: KubeVirt's pause, as the VM host maps it. */
-  paused: 'codebrowse.io/paused',
   goldenSnapshot: 'codebrowse.io/golden-snapshot',
   /** The address the guest takes (from the pool), and the node it must run on. */
   address: 'codebrowse.io/address',
@@ -34,6 +33,7 @@ export const ANNOTATIONS = {
 } as const;
 
 export type VirtualMachine = V1VirtualMachine & KubeObject;
+export type VirtualMachineInstance = V1VirtualMachineInstance & KubeObject;
 
 export interface Secret extends KubeObject {
   type?: string;
@@ -77,8 +77,9 @@ export function newVmName(kind: 'warm' | 'vm', image: PoolImage): string {
 
 /**
  * A VM of `image` cloned from its golden snapshot, on `placement.node`: warm ones (no session) are
- * created paused and unclaimed; a cold one is created for (and labelled with) a session. The root disk is a DataVolume restored
- * from the golden snapshot; cloud-init hands the guest agent its per-VM token Secret.
+ * created unclaimed (the warm pool pauses them once booted); a cold one is created for (and
+ * labelled with) a session. The root disk is a DataVolume restored from the golden VolumeSnapshot;
+ * cloud-init hands the guest agent its per-VM token Secret.
  */
 export function buildVirtualMachine(
   pool: ServerPool,
@@ -91,7 +92,7 @@ export function buildVirtualMachine(
   // The labels of what it is made for (the session, or the pool for a warm VM) come along, so
   // tools that select by label see it.
   const labels: Record<string, string> = {
-    ...(claim ? claim.session.metadata.labels : pool.metadata.labels),
+    ...carriedLabels(claim ? claim.session.metadata.labels : pool.metadata.labels),
     [LABELS.pool]: pool.metadata.name!,
     [LABELS.image]: image.name,
     ...(claim
@@ -105,7 +106,7 @@ export function buildVirtualMachine(
           [ANNOTATIONS.address]: claim.ip,
           [ANNOTATIONS.sessionRef]: `${claim.session.metadata.namespace}/${claim.session.metadata.name}`,
         }
-      : { [ANNOTATIONS.paused]: 'true' }),
+      : {}),
   };
   return {
     apiVersion: 'kubevirt.io/v1',
@@ -156,7 +157,7 @@ export function buildAgentSecret(
   vmName: string,
   token: string,
   portalUrl: string,
-  labels: Record<string, string> = pool.metadata.labels ?? {},
+  labels: Record<string, string> | undefined = pool.metadata.labels,
 ): Secret {
   const userdata = [
     '#cloud-config',
@@ -173,7 +174,7 @@ export function buildAgentSecret(
     metadata: {
       name: agentSecretName(vmName),
       namespace: vmNamespace(pool),
-      labels: { ...labels, [LABELS.pool]: pool.metadata.name!, 'codebrowse.io/vm': vmName },
+      labels: { ...carriedLabels(labels), [LABELS.pool]: pool.metadata.name!, 'codebrowse.io/vm': vmName },
     },
     type: 'Opaque',
     stringData: { token, userdata },
@@ -212,7 +213,11 @@ export function buildLoginSecret(
     metadata: {
       name: loginSecretName(session),
       namespace: vmNamespace(pool),
-      labels: { ...session.metadata.labels, [LABELS.session]: sessionLabel(session), [LABELS.login]: 'true' },
+      labels: {
+        ...carriedLabels(session.metadata.labels),
+        [LABELS.session]: sessionLabel(session),
+        [LABELS.login]: 'true',
+      },
       // No owner reference: the session is in another namespace; teardown deletes it.
       annotations: { [ANNOTATIONS.sessionRef]: `${session.metadata.namespace}/${session.metadata.name}` },
     },
@@ -248,7 +253,7 @@ export function buildDNSEndpoint(session: BrowseSession, pool: ServerPool, ip: s
     metadata: {
       name: dnsEndpointName(session),
       namespace: session.metadata.namespace,
-      labels: { ...session.metadata.labels, [LABELS.session]: sessionLabel(session) },
+      labels: { ...carriedLabels(session.metadata.labels), [LABELS.session]: sessionLabel(session) },
       ownerReferences: [controllerReference(Resources.BrowseSession, session)],
     },
     spec: {

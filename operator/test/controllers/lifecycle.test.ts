@@ -8,7 +8,7 @@ import type { BrowseSession, DownloadRequest, ServerPool } from '../../src/api/o
 import { Mailer } from '../../src/notify/mailer.ts';
 import type { Condition } from '../../src/runtime/conditions.ts';
 import { Resources } from '../../src/runtime/resources.ts';
-import type { DNSEndpoint, Secret, VirtualMachine } from '../../src/vm/builders.ts';
+import type { DNSEndpoint, Secret, VirtualMachine, VirtualMachineInstance } from '../../src/vm/builders.ts';
 import { TestSmtpServer } from '../notify/smtp.ts';
 import { clientFor, eventually } from '../runtime/harness.ts';
 import { type World, startWorld, uniqueName } from './world.ts';
@@ -176,13 +176,26 @@ describe('a session', () => {
     await world.session(ns.name, 'later', { pool, user: 'finn' });
     await sessionWhere('later', 'queued', (s) => s.status?.phase === 'Queued');
 
-    const expired = await sessionWhere('short', 'Expired', (s) => s.status?.phase === 'Expired', 15_000);
+    await sessionWhere('short', 'Expired', (s) => s.status?.phase === 'Expired', 15_000);
     const lateMs = Date.now() - Date.parse(ready.status!.expiresAt!);
     console.log(`expired ${(lateMs / 1000).toFixed(1)} s after expiresAt (observed by polling)`);
     expect(lateMs).toBeLessThan(5000);
+    // The address is let go only once KubeVirt has stopped and removed the VM (never before).
+    const expired = await eventually(
+      'the address released, after the VM',
+      async () => {
+        const session = await admin.get<BrowseSession>(Resources.BrowseSession, 'short', ns.name);
+        const vm = await admin.get(Resources.VirtualMachine, ready.status!.vm!, 'codebrowse-vms');
+        if (!session?.status?.ip) {
+          expect(vm).toBeUndefined();
+          return session;
+        }
+        return undefined;
+      },
+      15_000,
+      50,
+    );
     expect(condition(expired, 'Expired')?.status).toBe('True');
-    expect(expired.status?.ip).toBeUndefined();
-    expect(await admin.get(Resources.VirtualMachine, ready.status!.vm!, 'codebrowse-vms')).toBeUndefined();
     expect(await admin.get(Resources.Secret, `${ready.status!.vm}-agent`, 'codebrowse-vms')).toBeUndefined();
     expect(await admin.get(Resources.DNSEndpoint, 'short-dns', ns.name)).toBeUndefined();
     expect(await admin.get(Resources.Secret, `login-${ready.metadata.uid}`, 'codebrowse-vms')).toBeUndefined();
@@ -230,6 +243,16 @@ describe('a session', () => {
     const warmReady = async (): Promise<number> =>
       (await admin.get<ServerPool>(Resources.ServerPool, pool))?.status?.warm?.[0]?.ready ?? 0;
     await eventually('2 warm VMs paused', async () => (await warmReady()) === 2);
+    // Paused by KubeVirt's pause (virt-api → virt-handler): the VMIs carry the Paused condition.
+    const { items: vmis } = await admin.list<VirtualMachineInstance>(
+      Resources.VirtualMachineInstance,
+      'codebrowse-vms',
+    );
+    const warmVmis = vmis.filter((v) => v.metadata.labels?.['codebrowse.io/pool'] === pool);
+    expect(warmVmis.map((v) => v.status?.conditions?.find((c) => c.type === 'Paused')?.reason)).toEqual([
+      'PausedByUser',
+      'PausedByUser',
+    ]);
     await world.session(ns.name, 'gale', { pool, user: 'gale' });
     const withVm = await sessionWhere('gale', 'has a VM', (s) => !!s.status?.vm);
     expect(withVm.status?.vm).toMatch(/^warm-debian-12-/);
@@ -243,7 +266,14 @@ describe('a session', () => {
     await sessionWhere('gale', 'Ready', (s) => s.status?.phase === 'Ready');
     const vm = await admin.get<VirtualMachine>(Resources.VirtualMachine, withVm.status!.vm!, 'codebrowse-vms');
     expect(vm?.metadata.labels?.['codebrowse.io/warm']).toBeUndefined();
-    expect(vm?.metadata.annotations?.['codebrowse.io/paused']).toBeUndefined();
+    // Unpaused through KubeVirt's API: virt-controller reports it Running, its VMI has no Paused condition.
+    expect(vm?.status?.printableStatus).toBe('Running');
+    const vmi = await admin.get<VirtualMachineInstance>(
+      Resources.VirtualMachineInstance,
+      vm!.metadata.name!,
+      'codebrowse-vms',
+    );
+    expect(vmi?.status?.conditions?.map((c) => c.type)).not.toContain('Paused');
     await eventually('refilled to 2', async () => (await warmReady()) === 2);
 
     // A persistent session keeps its disk, so it gets its own fresh VM even with warm ones ready.

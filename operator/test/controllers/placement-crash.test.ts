@@ -7,11 +7,11 @@ import { mkdtemp, rm } from 'node:fs/promises';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { afterAll, beforeAll, describe, expect, it } from '@jest/globals';
-import { KubeConfig } from '@kubernetes/client-node';
-import { resolveBinaries } from '../../../e2e/cluster/binaries.ts';
-import { ControlPlane, KWOK_NODE_ANNOTATION, freePort } from '../../../e2e/cluster/control-plane.ts';
-import { crdFiles, installCrds } from '../../../e2e/cluster/install.ts';
-import type { BrowseSession, Node, ServerPool } from '../../src/api/objects.ts';
+import { ControlPlane, freePort } from '../../../e2e/cluster/control-plane.ts';
+import { kwokNode } from '../../../e2e/cluster/nodes.ts';
+import { startCluster } from '../../../e2e/cluster/cluster.ts';
+import { blankDisk, createGoldenSnapshot } from '../../../e2e/kubevirt/golden.ts';
+import type { BrowseSession, ServerPool } from '../../src/api/objects.ts';
 import { parseAddress, parseCidr, cidrContains } from '../../src/ipam/address.ts';
 import { isAssignable } from '../../src/ipam/allocate.ts';
 import type { KubeClient } from '../../src/runtime/client.ts';
@@ -31,11 +31,7 @@ let store: string;
 const running = new Set<ChildProcess>();
 
 beforeAll(async () => {
-  plane = await ControlPlane.start({ binDir: await resolveBinaries() });
-  const kc = new KubeConfig();
-  kc.loadFromFile(plane.kubeconfig);
-  await installCrds(kc, await crdFiles());
-  await plane.startKwok();
+  ({ plane } = await startCluster());
   client = clientFor(plane.kubeconfig);
   for (const name of [NAMESPACE, 'codebrowse-system']) await client.create(Resources.Namespace, { metadata: { name } });
   // Packages come from a server on loopback, fetched by a downloader that is not killed.
@@ -117,14 +113,10 @@ async function sessions(): Promise<BrowseSession[]> {
 describe('placement under SIGKILL', () => {
   it(`${KILLS} operators killed at random points while ${SESSIONS} sessions are placed: no address twice, none leaked`, async () => {
     for (let i = 0; i < 5; i++) {
-      await client.create<Node>(Resources.Node, {
-        metadata: {
-          name: `host-${i}`,
-          labels: { 'codebrowse.io/host': 'true' },
-          annotations: { [KWOK_NODE_ANNOTATION]: 'fake' },
-        },
-      });
+      await client.create(Resources.Node, kwokNode(`host-${i}`, { 'codebrowse.io/host': 'true' }));
     }
+    // The pool's golden disk, as the platform provides it (nothing boots it on kwok nodes).
+    await createGoldenSnapshot(client, 'codebrowse-vms', 'golden', blankDisk(join(plane.state.dir, 'golden.qcow2')));
     await client.create<ServerPool>(Resources.ServerPool, {
       metadata: { name: 'crash' },
       spec: {

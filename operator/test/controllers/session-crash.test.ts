@@ -7,10 +7,10 @@ import { mkdtemp, rm } from 'node:fs/promises';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { afterAll, beforeAll, describe, expect, it } from '@jest/globals';
-import { KubeConfig } from '@kubernetes/client-node';
-import { resolveBinaries } from '../../../e2e/cluster/binaries.ts';
-import { ControlPlane, KWOK_NODE_ANNOTATION, freePort } from '../../../e2e/cluster/control-plane.ts';
-import { crdFiles, installCrds } from '../../../e2e/cluster/install.ts';
+import { ControlPlane, freePort } from '../../../e2e/cluster/control-plane.ts';
+import { kwokNode } from '../../../e2e/cluster/nodes.ts';
+import { startCluster } from '../../../e2e/cluster/cluster.ts';
+import { blankDisk, createGoldenSnapshot } from '../../../e2e/kubevirt/golden.ts';
 import type { BrowseSession, ServerPool } from '../../src/api/objects.ts';
 import type { KubeClient } from '../../src/runtime/client.ts';
 import { Resources } from '../../src/runtime/resources.ts';
@@ -43,11 +43,7 @@ function start(args: string[]): ChildProcess {
 }
 
 beforeAll(async () => {
-  plane = await ControlPlane.start({ binDir: await resolveBinaries() });
-  const kc = new KubeConfig();
-  kc.loadFromFile(plane.kubeconfig);
-  await installCrds(kc, await crdFiles());
-  await plane.startKwok();
+  ({ plane } = await startCluster());
   client = clientFor(plane.kubeconfig);
   for (const name of [NS, 'codebrowse-system', 'codebrowse-vms'])
     await client.create(Resources.Namespace, { metadata: { name } });
@@ -110,13 +106,9 @@ async function sessions(): Promise<BrowseSession[]> {
 describe('the session flow under SIGKILL', () => {
   it(`${KILLS} operators killed at random steps: ${SESSIONS} sessions all Ready, each with one VM, one address and one mail`, async () => {
     for (let i = 0; i < 3; i++)
-      await client.create(Resources.Node, {
-        metadata: {
-          name: `host-${i}`,
-          labels: { 'codebrowse.io/host': 'true' },
-          annotations: { [KWOK_NODE_ANNOTATION]: 'fake' },
-        },
-      });
+      await client.create(Resources.Node, kwokNode(`host-${i}`, { 'codebrowse.io/host': 'true' }));
+    // The pool's golden disk, as the platform provides it (nothing boots it on kwok nodes).
+    await createGoldenSnapshot(client, 'codebrowse-vms', 'golden', blankDisk(join(plane.state.dir, 'golden.qcow2')));
     await client.create<ServerPool>(Resources.ServerPool, {
       metadata: { name: 'crash' },
       spec: {

@@ -7,6 +7,8 @@ import { mkdtemp, rm } from 'node:fs/promises';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { KWOK_NODE_ANNOTATION } from '../../../e2e/cluster/control-plane.ts';
+import { kwokNode } from '../../../e2e/cluster/nodes.ts';
+import { blankDisk, createGoldenSnapshotsFor } from '../../../e2e/kubevirt/golden.ts';
 import type { BrowseSessionSpec } from '../../src/api/browsesession.ts';
 import type { BrowseSession, Node, ServerPool } from '../../src/api/objects.ts';
 import type { ServerPoolSpec } from '../../src/api/serverpool.ts';
@@ -58,6 +60,31 @@ export interface World {
   stop(): Promise<void>;
 }
 
+/** The golden disk of the tests' pools: an empty one (kwok nodes boot nothing). */
+export function goldenDisk(): string {
+  return blankDisk(join(process.env.CODEBROWSE_TEST_DIR ?? tmpdir(), 'golden', 'blank.qcow2'));
+}
+
+/**
+ * Waits until kwok made the node Ready and KubeVirt's virt-handler (played on kwok nodes) runs
+ * there and labelled it schedulable: from then on, VMs placed on it start.
+ */
+export async function readyForVms(client: KubeClient, name: string): Promise<Node> {
+  return eventually(
+    `node ${name} Ready and schedulable for VMs`,
+    async () => {
+      const node = await client.get<Node>(Resources.Node, name);
+      const ready = node?.status?.conditions?.some((c) => c.type === 'Ready' && c.status === 'True');
+      const schedulable = node?.metadata.labels?.['kubevirt.io/schedulable'] === 'true';
+      const devices = (node?.status as { allocatable?: Record<string, string> } | undefined)?.allocatable?.[
+        'devices.kubevirt.io/kvm'
+      ];
+      return ready && schedulable && devices ? node : undefined;
+    },
+    60_000,
+  );
+}
+
 export function uniqueName(prefix: string): string {
   return `${prefix}-${randomBytes(3).toString('hex')}`;
 }
@@ -97,6 +124,8 @@ export async function startWorld(
     pageBaseUrl: 'https://codebrowse.example.org',
     mailer: options.mailer,
     registry: options.registry,
+    // The test's scope label goes onto what is made for its sessions (the operator under test sees only those).
+    carryLabelPrefixes: ['codebrowse.test/'],
   });
   // A downloader in the same process, and a package server on loopback (allowed by the pools).
   const packageHits = new Map<string, number>();
@@ -129,18 +158,8 @@ export async function startWorld(
     packageHits,
     async node(name, extra = {}) {
       nodes.push(name);
-      await client.create<Node>(Resources.Node, {
-        metadata: {
-          name,
-          labels: { ...labels, [SERVES_LABEL]: scope, ...extra },
-          annotations: { [KWOK_NODE_ANNOTATION]: 'fake' },
-        },
-        spec: {},
-      });
-      return eventually(`kwok makes node ${name} Ready`, async () => {
-        const node = await client.get<Node>(Resources.Node, name);
-        return node?.status?.conditions?.some((c) => c.type === 'Ready' && c.status === 'True') ? node : undefined;
-      });
+      await client.create<Node>(Resources.Node, kwokNode(name, { ...labels, [SERVES_LABEL]: scope, ...extra }));
+      return readyForVms(client, name);
     },
     async makeNotReady(name, sinceMs = 0) {
       await client.mergePatch(Resources.Node, name, undefined, {
@@ -171,6 +190,8 @@ export async function startWorld(
     },
     async pool(name, spec, extra = {}) {
       pools.push(name);
+      const images = spec.images ?? [{ name: 'debian-12', os: 'linux', snapshot: 'debian-12-golden' }];
+      await createGoldenSnapshotsFor(client, { spec: { vmNamespace: spec.vmNamespace, images } }, goldenDisk());
       return client.create<ServerPool>(Resources.ServerPool, {
         metadata: { name, labels: { ...extra, ...labels } },
         spec: {

@@ -10,12 +10,13 @@ import {
   DEFAULT_ARCHIVES_PER_USER,
   type SessionArchiveStatus,
 } from '../../api/sessionarchive.ts';
-import { isConflict, isNotFound } from '../../runtime/client.ts';
+import { isConflict, isNotFound, isRefusedByAdmission } from '../../runtime/client.ts';
 import { toApiTime as timestamp } from '../../runtime/conditions.ts';
 import type { ControllerDefinition, ReconcileContext, ReconcileResult } from '../../runtime/controller.ts';
 import { Resources } from '../../runtime/resources.ts';
 import type { KubeObject } from '../../runtime/client.ts';
 import { imageFor, vmNamespace } from '../../vm/builders.ts';
+import { carriedLabels } from '../../vm/carried-labels.ts';
 import { packageRef } from '../../api/browsesession.ts';
 import { statusWithCondition } from '../browsesession/machine.ts';
 
@@ -43,8 +44,18 @@ export interface VirtualMachineSnapshot extends KubeObject {
     creationTime?: string;
     error?: { message?: string };
     virtualMachineSnapshotContentName?: string;
+    snapshotVolumes?: { includedVolumes?: string[]; excludedVolumes?: string[] };
   };
 }
+
+/** What KubeVirt's snapshot controller records of the volumes it snapshotted (pkg/storage/snapshot). */
+export interface VirtualMachineSnapshotContent extends KubeObject {
+  spec: { volumeBackups?: { volumeName: string; volumeSnapshotName?: string }[] };
+  status?: { readyToUse?: boolean };
+}
+
+/** The volume of a session VM that holds its disk (vm/builders.ts). */
+const ROOT_VOLUME = 'root';
 
 type Status = SessionArchiveStatus;
 
@@ -179,7 +190,7 @@ export function sessionArchiveController(): ControllerDefinition<SessionArchive>
             name: snapshotName(archive),
             namespace,
             labels: {
-              ...archive.metadata.labels,
+              ...carriedLabels(archive.metadata.labels),
               [ARCHIVE_LABELS.user]: archive.spec.user,
               [ARCHIVE_LABELS.archive]: archive.metadata.name!.slice(0, 63),
               [ARCHIVE_LABELS.archiveNamespace]: archive.metadata.namespace!,
@@ -195,6 +206,16 @@ export function sessionArchiveController(): ControllerDefinition<SessionArchive>
         try {
           await ctx.client.create(Resources.VirtualMachineSnapshot, snapshot);
         } catch (error) {
+          // KubeVirt's own admission (virt-api) refuses it: waiting will not help, say what it said.
+          if (isRefusedByAdmission(error)) {
+            const message = (error as Error).message;
+            return /snapshot feature gate not enabled/.test(message)
+              ? fail(
+                  'SnapshotsDisabled',
+                  `KubeVirt refuses VM snapshots here: its Snapshot feature gate is off. A cluster admin enables it on the KubeVirt CR: add Snapshot to spec.configuration.developerConfiguration.featureGates (kubectl -n kubevirt patch kubevirt kubevirt --type=merge -p '{"spec":{"configuration":{"developerConfiguration":{"featureGates":["Snapshot"]}}}}', keeping gates already listed) — KubeVirt said: ${message}`,
+                )
+              : fail('SnapshotRefused', `KubeVirt refused the VirtualMachineSnapshot: ${message}`);
+          }
           if (!isConflict(error)) throw error; // made by an earlier run of ours
         }
         status = statusWithCondition<Status>(
@@ -249,6 +270,24 @@ export function sessionArchiveController(): ControllerDefinition<SessionArchive>
           );
         return { requeueAfterMs: left };
       }
+      // A root disk whose storage cannot snapshot (no VolumeSnapshotClass for its StorageClass) is
+      // left out by KubeVirt, and the snapshot still succeeds: such an archive holds nothing to restore.
+      if (snapshot.status.snapshotVolumes?.excludedVolumes?.includes(ROOT_VOLUME))
+        return fail(
+          'RootDiskNotSnapshotted',
+          `KubeVirt left the VM's disk (volume ${ROOT_VOLUME}) out of snapshot ${status.snapshot}: its StorageClass has no VolumeSnapshotClass of the same driver. A cluster admin creates one (snapshot.storage.k8s.io/v1 VolumeSnapshotClass with driver = the StorageClass's provisioner), then archive again`,
+        );
+      // The VolumeSnapshot of the root disk, which a restore's DataVolume is made from.
+      const content = snapshot.status.virtualMachineSnapshotContentName
+        ? await ctx.client.get<VirtualMachineSnapshotContent>(
+            Resources.VirtualMachineSnapshotContent,
+            snapshot.status.virtualMachineSnapshotContentName,
+            namespace,
+          )
+        : undefined;
+      const volumeSnapshot = content?.spec.volumeBackups?.find((b) => b.volumeName === ROOT_VOLUME)?.volumeSnapshotName;
+      if (!volumeSnapshot) return { requeueAfterMs: 2_000 };
+      status = { ...status, volumeSnapshot };
       const asked = archive.spec.retention;
       const longest = durationOr(pool?.spec.archive?.retention, durationMs(DEFAULT_ARCHIVE_RETENTION)!);
       const retention = Math.min(asked ? durationOr(asked, longest) : longest, longest);
@@ -259,7 +298,7 @@ export function sessionArchiveController(): ControllerDefinition<SessionArchive>
         'Ready',
         'True',
         'Archived',
-        `VM ${status.vm} archived as ${status.snapshot}; kept until ${expiresAt}${asked && durationOr(asked, longest) > longest ? ` (spec.retention ${asked} is longer than the pool's spec.archive.retention: kept for that)` : ''}`,
+        `VM ${status.vm} archived as ${status.snapshot} (its disk: VolumeSnapshot ${volumeSnapshot}); kept until ${expiresAt}${asked && durationOr(asked, longest) > longest ? ` (spec.retention ${asked} is longer than the pool's spec.archive.retention: kept for that)` : ''}`,
         generation,
       );
       await write(status);

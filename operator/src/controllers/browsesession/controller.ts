@@ -26,6 +26,7 @@ import {
   notify,
   pageUrl,
   readyStep,
+  holdsVm,
   releaseVm,
   runStep,
   sessionVm,
@@ -51,6 +52,8 @@ const BY_USER = 'user';
 /** Index of the sessions that wait for a place (no address yet), by pool. */
 const WAITING_IN_POOL = 'waitingInPool';
 const POOL_MISSING_RETRY_MS = 30_000;
+/** A VM KubeVirt is stopping is looked at again this often (its deletion event normally comes first). */
+const VM_GONE_RECHECK_MS = 5_000;
 
 export interface SessionControllerOptions extends MachineDeps {
   workers?: number;
@@ -298,9 +301,11 @@ export function browseSessionController(options: SessionControllerOptions): Cont
 
       // Expiry: the booked time is over.
       if (status.expiresAt && Date.now() >= Date.parse(status.expiresAt)) {
-        await release(session, ctx);
+        const released = await release(session, ctx);
+        // The address stays with the session until KubeVirt has stopped and removed the VM (its
+        // deletion wakes us, then ended() lets the address go).
         const { node: _n, ip: _i, vm: _v, ...rest } = status;
-        let expired: Status = { ...rest, phase: 'Expired' };
+        let expired: Status = released ? { ...rest, phase: 'Expired' } : { ...status, phase: 'Expired' };
         expired = withCondition(
           expired,
           'Ready',
@@ -372,10 +377,13 @@ export function browseSessionController(options: SessionControllerOptions): Cont
   /** A Failed or Expired session: nothing held, the user told, and deleted after the pool's history TTL. */
   async function ended(session: BrowseSession, ctx: ReconcileContext): Promise<ReconcileResult | void> {
     let status: Status = { ...(session.status ?? {}) };
+    let vmStopping = false;
     if (status.ip || status.node || status.vm) {
-      await release(session, ctx);
-      const { node: _n, ip: _i, vm: _v, ...rest } = status;
-      status = rest;
+      // Once the VM is really gone (its deletion wakes us): until then the address stays taken.
+      if (await release(session, ctx)) {
+        const { node: _n, ip: _i, vm: _v, ...rest } = status;
+        status = rest;
+      } else vmStopping = true;
     }
     // A test run that failed before its script ran is over too: `kubectl wait --for=condition=Completed` returns.
     if (session.spec.mode === 'Run' && status.phase === 'Failed') {
@@ -415,6 +423,7 @@ export function browseSessionController(options: SessionControllerOptions): Cont
       }
     }
     await ctx.writer.patchStatus(Resources.BrowseSession, session, status);
+    if (vmStopping) return { requeueAfterMs: VM_GONE_RECHECK_MS };
     const pool = ctx.cache<ServerPool>(Resources.ServerPool).get(session.spec.pool);
     const endedAt = Date.parse(
       (status.phase === 'Completed'
@@ -431,8 +440,11 @@ export function browseSessionController(options: SessionControllerOptions): Cont
     ctx.log.info('history TTL over: session deleted');
   }
 
-  /** Everything the session holds; a test run that ended keeps its login Secret (its page) until deleted. */
-  async function release(session: BrowseSession, ctx: ReconcileContext, deleting = false): Promise<void> {
+  /**
+   * Everything the session holds; a test run that ended keeps its login Secret (its page) until
+   * deleted. True once nothing of its VM is left (KubeVirt may take a while to stop it).
+   */
+  async function release(session: BrowseSession, ctx: ReconcileContext, deleting = false): Promise<boolean> {
     loginsSeen.delete(session.metadata.uid!);
     // The login Secret is in the pool's VM namespace (or, with the pool gone, where its VM was).
     const pool = ctx.cache<ServerPool>(Resources.ServerPool).get(session.spec.pool);
@@ -446,11 +458,15 @@ export function browseSessionController(options: SessionControllerOptions): Cont
         .catch((error) => {
           if (!isNotFound(error)) throw error;
         });
+    return !holdsVm(session, ctx.cache<VirtualMachine>(Resources.VirtualMachine).list());
   }
 
-  /** Deleting a session: release what it holds, then let it go (the address goes with the object). */
-  async function finish(session: BrowseSession, ctx: ReconcileContext): Promise<void> {
-    await release(session, ctx, true);
+  /**
+   * Deleting a session: release what it holds, then let it go (the address goes with the object),
+   * once its VM is gone (the VM's deletion wakes us).
+   */
+  async function finish(session: BrowseSession, ctx: ReconcileContext): Promise<ReconcileResult | void> {
+    if (!(await release(session, ctx, true))) return { requeueAfterMs: VM_GONE_RECHECK_MS };
     await ctx.writer.removeFinalizer(Resources.BrowseSession, session, SESSION_FINALIZER);
   }
 }

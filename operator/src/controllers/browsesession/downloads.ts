@@ -5,6 +5,7 @@
 // fails on a missing requirement, a broken spec, a cycle, an OS or architecture the session does not
 // have, or a size past the pool's limits; once all is downloaded, the install order puts every
 // package after what it requires. Pure: builders and a summary; the controller applies and writes.
+import { carriedLabels } from '../../vm/carried-labels.ts';
 import { createHash } from 'node:crypto';
 import { type PackageStatus, type SessionPackage } from '../../api/browsesession.ts';
 import type { BrowseSession, DownloadRequest } from '../../api/objects.ts';
@@ -95,10 +96,10 @@ function buildRequest(session: BrowseSession, node: GraphNode): DownloadRequest 
     metadata: {
       name: node.name,
       namespace: session.metadata.namespace,
-      // The session's labels too, so tools that select a user's objects by label see these.
-      // The user too: the store's usage history records who browsed what.
+      // The labels the operator carries (vm/carried-labels.ts), and the user: the store's usage
+      // history records who browsed what.
       labels: {
-        ...session.metadata.labels,
+        ...carriedLabels(session.metadata.labels),
         [SESSION_LABEL]: session.metadata.name!.slice(0, 63),
         'codebrowse.io/user': session.spec.user,
       },

@@ -32,6 +32,13 @@ import {
   sessionLabel,
   vmNamespace,
 } from '../../vm/builders.ts';
+import {
+  DEFAULT_START_TIMEOUT_MS,
+  KUBEVIRT_SUBRESOURCES,
+  describeVmState,
+  meaningOf,
+  printableStatus,
+} from '../../vm/kubevirt-state.ts';
 import { isWarmAndReady, nodeOf } from '../warmpool/controller.ts';
 
 type Status = BrowseSessionStatus;
@@ -125,15 +132,36 @@ export async function ensureLogin(
   return token;
 }
 
+/** Whether the VM was claimed by or made for the session. */
+function heldBy(vm: VirtualMachine, session: BrowseSession): boolean {
+  return (
+    vm.metadata.labels?.[LABELS.session] === sessionLabel(session) &&
+    vm.metadata.annotations?.[ANNOTATIONS.sessionRef] === `${session.metadata.namespace}/${session.metadata.name}`
+  );
+}
+
 /** The VM holding the session's label: the one it claimed or created (so a crash never makes two). */
 export function sessionVm(session: BrowseSession, vms: readonly VirtualMachine[]): VirtualMachine | undefined {
-  const label = sessionLabel(session);
-  return vms.find(
-    (vm) =>
-      vm.metadata.labels?.[LABELS.session] === label &&
-      vm.metadata.annotations?.[ANNOTATIONS.sessionRef] === `${session.metadata.namespace}/${session.metadata.name}` &&
-      !vm.metadata.deletionTimestamp,
-  );
+  return vms.find((vm) => heldBy(vm, session) && !vm.metadata.deletionTimestamp);
+}
+
+/**
+ * Whether a VM of the session still exists, being deleted included: KubeVirt keeps a deleted VM
+ * (its finalizer) until its VMI has stopped, and the session's address stays taken until then.
+ */
+export function holdsVm(session: BrowseSession, vms: readonly VirtualMachine[]): boolean {
+  return vms.some((vm) => heldBy(vm, session));
+}
+
+/** Asks KubeVirt (virt-api's unpause subresource) to run a paused VM's VMI; fine when it is not paused any more. */
+export async function unpauseVm(vm: VirtualMachine, ctx: ReconcileContext): Promise<void> {
+  const { group, version, plural } = KUBEVIRT_SUBRESOURCES;
+  try {
+    await ctx.client.putSubresource(group, version, plural, vm.metadata.namespace!, vm.metadata.name!, 'unpause');
+  } catch (error) {
+    // 409: "VMI is not paused" (already running: a retry after a crash) or not running yet.
+    if (!isConflict(error)) throw error;
+  }
 }
 
 /** Step 6: a warm VM on the session's node claimed (label change with a resourceVersion precondition), else a cold one. */
@@ -206,7 +234,6 @@ export async function ensureVm(
               [LABELS.user]: session.spec.user.slice(0, 63),
             },
             annotations: {
-              [ANNOTATIONS.paused]: null, // unpause
               [ANNOTATIONS.address]: claim.ip,
               [ANNOTATIONS.sessionRef]: `${session.metadata.namespace}/${session.metadata.name}`,
             },
@@ -243,18 +270,37 @@ export async function ensureVm(
     }
   }
   let next: Status = { ...status, vm: vm.metadata.name, image: image.name };
-  const vmStatus = vm.status as { printableStatus?: string; ready?: boolean } | undefined;
-  const running = vmStatus?.printableStatus === 'Running' && !vm.metadata.annotations?.[ANNOTATIONS.paused];
-  if (!running) {
+  const state = printableStatus(vm);
+  // A claimed warm VM is still paused: unpause it through KubeVirt's API (again after a crash
+  // between the claim and the call; a VMI that is not paused any more answers 409).
+  if (state === 'Paused') {
+    await unpauseVm(vm, ctx);
+  }
+  if (state !== 'Running') {
+    const meaning = meaningOf(state);
+    const previous = getCondition(status.conditions as Condition[] | undefined, 'VMReady');
+    const since = previous?.status === 'False' ? Date.parse(previous.lastTransitionTime ?? '') : Date.now();
+    const timeoutMs = durationOr(pool.spec.sessions?.startTimeout, DEFAULT_START_TIMEOUT_MS);
+    const waited = Date.now() - (Number.isNaN(since) ? Date.now() : since);
+    if (waited >= timeoutMs) {
+      // KubeVirt reports a state that did not turn into Running in time: say which, and let go.
+      const reason = state && meaning.failing ? `VM${state}` : 'VMStartTimedOut';
+      const text = `${describeVmState(vm)}, for longer than the pool's start timeout (spec.sessions.startTimeout ${pool.spec.sessions?.startTimeout ?? '15m'}): ${meaning.fix}`;
+      let failed = withCondition({ ...next, phase: 'Failed' }, 'VMReady', 'False', reason, text, generation);
+      failed = withCondition(failed, 'Failed', 'True', reason, text, generation);
+      await ctx.event('Warning', reason, text);
+      return { status: failed, proceed: false };
+    }
     next = withCondition(
       { ...next, phase: 'Starting' },
       'VMReady',
       'False',
-      'Starting',
-      `VM ${vm.metadata.name} is ${vmStatus?.printableStatus ?? 'being created'}`,
+      state && meaning.failing ? state : 'Starting',
+      describeVmState(vm),
       generation,
     );
-    return { status: next, proceed: false };
+    // Looked at again by the deadline, in case KubeVirt says nothing more meanwhile.
+    return { status: next, proceed: false, requeueAfterMs: Math.max(1000, timeoutMs - waited) };
   }
   next = withCondition(
     next,
@@ -285,14 +331,15 @@ export function archiveFor(
     };
   if (archive.status?.phase === 'Failed')
     return { reason: 'ArchiveFailed', failed: `archive ${name} failed: it holds no snapshot to start from` };
-  if (archive.status?.phase !== 'Ready' || !archive.status.snapshot)
+  if (archive.status?.phase !== 'Ready' || !archive.status.volumeSnapshot)
     return { waiting: `archive ${name} is ${archive.status?.phase ?? 'Pending'}: the VM starts once it is Ready` };
   if (archive.status.os && archive.status.os !== session.spec.os)
     return {
       reason: 'ArchiveMismatch',
       failed: `archive ${name} is a ${archive.status.os} VM, the session asks for ${session.spec.os} (spec.os)`,
     };
-  return { snapshot: archive.status.snapshot };
+  // The new VM's disk is restored from the VolumeSnapshot KubeVirt took of the archived VM's disk.
+  return { snapshot: archive.status.volumeSnapshot };
 }
 
 /** Step 7: the guest agent's report (written by the portal) says whether the packages are installed. */
@@ -489,7 +536,7 @@ export function readyStep(session: BrowseSession, status: Status, pool: ServerPo
 /**
  * Everything a session holds, released: its VM and the VM's agent Secret, DNS record, login
  * Secret and DownloadRequests. The address goes with the status write that follows (or with the
- * object). Idempotent: what is already gone is skipped.
+ * object), once holdsVm says the VM is gone. Idempotent: what is already gone is skipped.
  */
 export async function teardown(
   session: BrowseSession,

@@ -1,10 +1,21 @@
 // The warm pool: per pool image, `warm` pre-booted VMs cloned from the golden snapshot, running and
-// then paused, spread over the pool's Ready nodes. A session claims one by relabelling it (see
-// browsesession/machine.ts); this reconciler refills the pool in the background.
+// then paused through KubeVirt's pause API, spread over the pool's Ready nodes where sessions could
+// still start (a warm VM holds one session's slot). A session claims one by relabelling it and
+// unpausing it (see browsesession/machine.ts); this reconciler refills the pool in the background
+// and replaces warm VMs that KubeVirt cannot get running within the pool's start timeout.
 import { randomBytes } from 'node:crypto';
 import type { BrowseSession, Node, ServerPool } from '../../api/objects.ts';
 import type { ServerPoolStatus } from '../../api/serverpool.ts';
-import type { ControllerDefinition, ReconcileResult } from '../../runtime/controller.ts';
+import { durationOr } from '../../api/duration.ts';
+import { isConflict } from '../../runtime/client.ts';
+import type { ControllerDefinition, ReconcileContext, ReconcileResult } from '../../runtime/controller.ts';
+import {
+  DEFAULT_START_TIMEOUT_MS,
+  KUBEVIRT_SUBRESOURCES,
+  describeVmState,
+  meaningOf,
+  printableStatus,
+} from '../../vm/kubevirt-state.ts';
 import { labelKeys } from '../../runtime/controller.ts';
 import { Resources } from '../../runtime/resources.ts';
 import {
@@ -31,7 +42,7 @@ export function isWarm(vm: VirtualMachine): boolean {
 
 /** Paused and ready to be claimed. */
 export function isWarmAndReady(vm: VirtualMachine): boolean {
-  return isWarm(vm) && (vm.status as { printableStatus?: string } | undefined)?.printableStatus === 'Paused';
+  return isWarm(vm) && printableStatus(vm) === 'Paused';
 }
 
 export function nodeOf(vm: VirtualMachine): string | undefined {
@@ -68,24 +79,55 @@ export function warmPoolController(options: WarmPoolOptions): ControllerDefiniti
         ctx.cache<Node>(Resources.Node).list(),
         ctx.cache<BrowseSession>(Resources.BrowseSession).list(),
       );
-      const nodes = view.nodes.filter((n) => n.ready).map((n) => n.name);
+      // A warm VM takes one of its node's session slots (it holds the memory of one): at most as
+      // many warm VMs on a node as sessions could still start there.
+      const slots = new Map(view.nodes.filter((n) => n.ready).map((n) => [n.name, n.free]));
+      const startTimeoutMs = durationOr(pool.spec.sessions?.startTimeout, DEFAULT_START_TIMEOUT_MS);
+      const now = Date.now();
       const warmStatus: NonNullable<ServerPoolStatus['warm']> = [];
+      let recheckMs: number | undefined;
 
+      // Keep the best warm VMs that fit (paused first, then the oldest); the rest go.
+      const warm = vms.filter(isWarm).sort((a, b) => rank(a) - rank(b) || age(b) - age(a));
+      const kept = new Map<string, VirtualMachine[]>(pool.spec.images.map((i) => [i.name, []]));
+      const surplus: { vm: VirtualMachine; why?: string }[] = [];
+      for (const vm of warm) {
+        const image = vm.metadata.labels?.[LABELS.image] ?? '';
+        const wanted = nodesReady(slots) ? (pool.spec.images.find((i) => i.name === image)?.warm ?? 0) : 0;
+        const node = nodeOf(vm) ?? '';
+        const state = printableStatus(vm);
+        const stuck = state !== 'Running' && state !== 'Paused' && now - age(vm) >= startTimeoutMs;
+        if (stuck) {
+          surplus.push({
+            vm,
+            why: `${describeVmState(vm)}, for longer than spec.sessions.startTimeout: ${meaningOf(state).fix}`,
+          });
+          continue;
+        }
+        const list = kept.get(image);
+        if (!list || list.length >= wanted || (slots.get(node) ?? 0) <= 0) {
+          surplus.push({ vm });
+          continue;
+        }
+        list.push(vm);
+        slots.set(node, slots.get(node)! - 1);
+        if (state !== 'Running' && state !== 'Paused')
+          recheckMs = Math.min(recheckMs ?? Infinity, age(vm) + startTimeoutMs - now);
+      }
+      for (const { vm, why } of surplus) {
+        if (why) await ctx.event('Warning', 'WarmVMReplaced', `warm VM ${vm.metadata.name} replaced: ${why}`);
+        await deleteWarm(vm);
+      }
+      // Too few: create, each on the node with the most room left.
       for (const image of pool.spec.images) {
-        const wanted = nodes.length === 0 ? 0 : (image.warm ?? 0);
-        const warm = vms.filter((vm) => isWarm(vm) && vm.metadata.labels?.[LABELS.image] === image.name);
-        // Too many (the count went down, or nodes left): drop the surplus, those on gone nodes first.
-        const surplus = [...warm]
-          .sort((a, b) => Number(nodes.includes(nodeOf(a) ?? '')) - Number(nodes.includes(nodeOf(b) ?? '')))
-          .slice(0, Math.max(0, warm.length - wanted));
-        for (const vm of surplus) await deleteWarm(vm);
-        // Too few: create, each on the node with the fewest warm VMs of this image.
-        const perNode = new Map(nodes.map((n) => [n, 0]));
-        for (const vm of warm)
-          if (!surplus.includes(vm)) perNode.set(nodeOf(vm) ?? '', (perNode.get(nodeOf(vm) ?? '') ?? 0) + 1);
-        for (let i = warm.length - surplus.length; i < wanted; i++) {
-          const node = [...perNode].sort((a, b) => a[1] - b[1] || (a[0] < b[0] ? -1 : 1))[0]![0];
-          perNode.set(node, perNode.get(node)! + 1);
+        const list = kept.get(image.name)!;
+        const wanted = nodesReady(slots) ? (image.warm ?? 0) : 0;
+        while (list.length < wanted) {
+          const node = [...slots]
+            .filter(([, free]) => free > 0)
+            .sort((a, b) => b[1] - a[1] || (a[0] < b[0] ? -1 : 1))[0]?.[0];
+          if (!node) break; // no room: the pool is full of sessions
+          slots.set(node, slots.get(node)! - 1);
           const name = newVmName('warm', image);
           // The token Secret first: a VM never exists without the Secret its cloud-init names.
           await ctx.writer.apply(
@@ -93,10 +135,15 @@ export function warmPoolController(options: WarmPoolOptions): ControllerDefiniti
             buildAgentSecret(pool, name, randomBytes(24).toString('hex'), options.portalUrl),
             null,
           );
-          await ctx.writer.create(Resources.VirtualMachine, buildVirtualMachine(pool, image, name, { node }));
+          list.push(
+            await ctx.writer.create(Resources.VirtualMachine, buildVirtualMachine(pool, image, name, { node })),
+          );
           ctx.log.info({ vm: name, image: image.name, node }, 'warm VM created');
         }
-        warmStatus.push({ image: image.name, wanted, ready: warm.filter(isWarmAndReady).length });
+        // Booted, and its guest's agent answers KubeVirt: pause it (KubeVirt's pause, through
+        // virt-api), so a claim only has to unpause it.
+        for (const vm of list) if (readyToPause(vm)) await pauseVm(vm, ctx);
+        warmStatus.push({ image: image.name, wanted, ready: list.filter(isWarmAndReady).length });
       }
       const status: ServerPoolStatus = { ...pool.status, warm: warmStatus };
       await ctx.writer.patchStatus(Resources.ServerPool, pool, status);
@@ -116,6 +163,43 @@ export function warmPoolController(options: WarmPoolOptions): ControllerDefiniti
         if (secret.metadata.namespace === namespace && ours && vm && !names.has(vm) && old)
           await ctx.writer.delete(Resources.Secret, secret);
       }
+      if (recheckMs !== undefined && Number.isFinite(recheckMs)) return { requeueAfterMs: Math.max(1000, recheckMs) };
     },
   };
+}
+
+/** Paused (ready to claim) first, then running, then the rest. */
+function rank(vm: VirtualMachine): number {
+  const state = printableStatus(vm);
+  return state === 'Paused' ? 0 : state === 'Running' ? 1 : 2;
+}
+
+function age(vm: VirtualMachine): number {
+  return Date.parse(vm.metadata.creationTimestamp ?? '') || Date.now();
+}
+
+function nodesReady(slots: Map<string, number>): boolean {
+  return slots.size > 0;
+}
+
+/**
+ * A warm VM to pause: running, and its guest's agent connected (KubeVirt's AgentConnected, which it
+ * copies from the VMI to the VM): the guest has booted far enough that a claim finds it waiting.
+ */
+export function readyToPause(vm: VirtualMachine): boolean {
+  const conditions = (vm.status as { conditions?: { type: string; status: string }[] } | undefined)?.conditions;
+  return (
+    printableStatus(vm) === 'Running' && !!conditions?.some((c) => c.type === 'AgentConnected' && c.status === 'True')
+  );
+}
+
+/** KubeVirt's pause (virt-api's subresource); 409 (already paused, or not running yet) is left to the next look. */
+async function pauseVm(vm: VirtualMachine, ctx: ReconcileContext): Promise<void> {
+  const { group, version, plural } = KUBEVIRT_SUBRESOURCES;
+  try {
+    await ctx.client.putSubresource(group, version, plural, vm.metadata.namespace!, vm.metadata.name!, 'pause');
+    ctx.log.info({ vm: vm.metadata.name }, 'warm VM paused');
+  } catch (error) {
+    if (!isConflict(error)) throw error;
+  }
 }
