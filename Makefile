@@ -50,7 +50,7 @@ tools-bin: ## build (or reuse) helm and external-dns from the Go module proxy (c
 	@bash e2e/tools/build-tools.sh >/dev/null
 
 .PHONY: k8s-bin
-k8s-bin: ## build (or reuse) kube-apiserver, etcd, kubectl and kwok from the Go module proxy
+k8s-bin: ## build (or reuse) kube-apiserver, -controller-manager, -scheduler, etcd, kubectl and kwok (Go module proxy)
 	@bash e2e/cluster/build.sh >/dev/null
 
 .PHONY: crds

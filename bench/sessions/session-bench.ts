@@ -9,6 +9,7 @@
 // create → watch event latency, and the operator's RSS before the 10,000.
 // Run: make bench (or node bench/sessions/session-bench.ts after make build; BENCH_SESSIONS,
 // BENCH_RATE (sessions/s), BENCH_FINISHED to scale, BENCH_TRACE=1 for a breakdown)
+import { createLanAttachment } from '../../e2e/kubevirt/multus.ts';
 import { type ChildProcess, execFileSync, spawn } from 'node:child_process';
 import { readFileSync, readdirSync } from 'node:fs';
 import { mkdtemp, rm } from 'node:fs/promises';
@@ -148,12 +149,15 @@ try {
     await client.create(Resources.Node, kwokNode(`host-${i}`, { 'codebrowse.io/host': 'true' }));
   // The pool's golden disk, as the platform provides it (nothing boots it on kwok nodes).
   await createGoldenSnapshot(client, 'codebrowse-vms', 'golden', blankDisk(join(plane.state.dir, 'golden.qcow2')));
+  // The pool network (the hosts' LAN) the session VMs get their second NIC on.
+  await createLanAttachment(client, 'codebrowse-vms', 'lan');
   await client.create(Resources.ServerPool, {
     metadata: { name: 'bench' },
     spec: {
       nodeSelector: { 'codebrowse.io/host': 'true' },
       sessionsPerNode: 50,
       addresses: { cidr: '10.90.0.0/20', nodePrefix: 24 },
+      network: { attachment: 'lan' },
       images: [{ name: 'debian-12', os: 'linux', snapshot: 'golden', warm: SESSIONS }],
       dns: { zone: 'sessions.example.org' },
       downloads: { allowedNetworks: ['127.0.0.0/8'] },

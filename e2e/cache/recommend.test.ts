@@ -4,6 +4,7 @@
 // process of its own on an own control plane with kwok. The cache page in Chromium, `kubectl browse
 // cache --popular / --also URL` and `codebrowse cache` show the rankings computed by hand below; the
 // sessions are ended and every process is stopped and started again, and they show the same.
+import { createLanAttachment } from '../kubevirt/multus.ts';
 import { type ChildProcess, execFile, spawn } from 'node:child_process';
 import { mkdir, mkdtemp, rm } from 'node:fs/promises';
 import { tmpdir } from 'node:os';
@@ -200,12 +201,15 @@ beforeAll(async () => {
   await client.create(Resources.Node, kwokNode('host-0', { 'codebrowse.io/host': 'true' }));
   // The pool's golden disk, as the platform provides it (nothing boots it on kwok nodes).
   await createGoldenSnapshot(client, 'codebrowse-vms', 'golden', blankDisk(join(plane.state.dir, 'golden.qcow2')));
+  // The pool network (the hosts' LAN) the session VMs get their second NIC on.
+  await createLanAttachment(client, 'codebrowse-vms', 'lan');
   await client.create<ServerPool>(Resources.ServerPool, {
     metadata: { name: 'default' },
     spec: {
       nodeSelector: { 'codebrowse.io/host': 'true' },
       sessionsPerNode: 40,
       addresses: { cidr: '10.93.0.0/24', nodePrefix: 25 },
+      network: { attachment: 'lan' },
       images: [{ name: 'debian-12', os: 'linux', snapshot: 'golden' }],
       dns: { zone: 'sessions.example.org' },
       downloads: { allowedNetworks: ['127.0.0.0/8'] },

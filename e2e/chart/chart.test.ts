@@ -5,6 +5,7 @@
 // Deployments: a session reaches Ready. The admission policy: a user may create a session only for
 // themself unless in an admin group. An own control plane (the operator it runs is not scoped to a
 // test, and the policy is cluster-wide).
+import { createLanAttachment } from '../kubevirt/multus.ts';
 import { type ChildProcess, execFile, spawn } from 'node:child_process';
 import { readFile, mkdtemp, rm, writeFile } from 'node:fs/promises';
 import { tmpdir } from 'node:os';
@@ -251,6 +252,11 @@ describe('the chart', () => {
       ['operator', 'update', 'virtualmachineinstances', VM_NS, 'subresources.kubevirt.io', 'pause'],
       ['operator', 'update', 'virtualmachineinstances', VM_NS, 'subresources.kubevirt.io', 'unpause'],
       ['operator', 'get', 'virtualmachinesnapshotcontents', VM_NS, 'snapshot.kubevirt.io'],
+      // The pools' Multus networks, a PodNetwork VM's pod IP, and a user's way in to their own VM.
+      ['operator', 'watch', 'network-attachment-definitions', VM_NS, 'k8s.cni.cncf.io'],
+      ['operator', 'get', 'virtualmachineinstances', VM_NS, 'kubevirt.io'],
+      ['operator', 'create', 'rolebindings', VM_NS, 'rbac.authorization.k8s.io'],
+      ['operator', 'get', 'virtualmachineinstances', VM_NS, 'subresources.kubevirt.io', 'portforward'],
     ];
     const refused: typeof checks = [
       ['operator', 'list', 'secrets'],
@@ -265,6 +271,10 @@ describe('the chart', () => {
       ['operator', 'delete', 'nodes'],
       ['operator', 'update', 'serverpools', '', 'codebrowse.io'],
       ['operator', 'create', 'clusterrolebindings', '', 'rbac.authorization.k8s.io'],
+      ['operator', 'create', 'rolebindings', 'team-a', 'rbac.authorization.k8s.io'],
+      ['operator', 'escalate', 'roles', VM_NS, 'rbac.authorization.k8s.io'],
+      ['operator', 'list', 'network-attachment-definitions', 'team-a', 'k8s.cni.cncf.io'],
+      ['portal', 'get', 'virtualmachineinstances', VM_NS, 'subresources.kubevirt.io', 'portforward'],
       ['downloader', 'patch', 'browsesessions', 'team-a', 'codebrowse.io'],
       ['downloader', 'create', 'downloadrequests', 'team-a', 'codebrowse.io'],
       ['portal', 'create', 'virtualmachines', VM_NS, 'kubevirt.io'],
@@ -407,6 +417,8 @@ describe('the chart', () => {
       await admin.create(Resources.Node, kwokNode('host-0', { 'codebrowse.io/host': 'true' }));
       // The pool's golden disk, as the platform provides it (nothing boots it on kwok nodes).
       await createGoldenSnapshot(admin, 'codebrowse-vms', 'golden', blankDisk(join(plane.state.dir, 'golden.qcow2')));
+      // The pool network (the hosts' LAN) the session VMs get their second NIC on.
+      await createLanAttachment(admin, VM_NS, 'lan');
       await admin.create<ServerPool>(Resources.ServerPool, {
         metadata: { name: 'chart' },
         spec: {
@@ -414,6 +426,7 @@ describe('the chart', () => {
           vmNamespace: VM_NS,
           sessionsPerNode: 5,
           addresses: { cidr: '10.94.0.0/24', nodePrefix: 26 },
+          network: { attachment: 'lan' },
           images: [{ name: 'debian-12', os: 'linux', snapshot: 'golden', warm: 1 }],
           dns: { zone: 'sessions.example.org' },
           downloads: { allowedNetworks: ['127.0.0.0/8'] },

@@ -6,8 +6,9 @@
 //                            (e2e/vmhost) boots the Linux image (make image-linux) for real; kwok: kwok
 //                            plays KubeVirt and e2e/cluster/kwok-agent.ts the guest agent. auto: qemu
 //                            when qemu-system-x86_64 is installed and this runs as root.
-//   CODEBROWSE_DEV_NETNS     the VM host's network namespace (default codebrowse-dev)
-//   CODEBROWSE_DEV_MEMORY_SNAPSHOT=1   warm VMs start from a saved memory state (no boot each)
+//   CODEBROWSE_DEV_NETNS     the VM host's network namespace (default codebrowse-dev); the hosts'
+//                            LAN (the example pool's network, where session addresses answer) is
+//                            <netns>-lan, with the pool's gateway 10.80.0.1 on its bridge br-lan
 //   CODEBROWSE_DEV_SESSION=0 apply the pool only, not the dev-hello session
 //   CODEBROWSE_DEV_OPERATOR_ARGS       more operator flags, space separated (e.g. --smtp-url=...)
 import { execFileSync, spawn } from 'node:child_process';
@@ -23,6 +24,7 @@ import { crdFiles, installCrds, readManifests, REPO_ROOT, serverSideApply } from
 import { grantUserAccess } from './user-access.ts';
 import { killLeftovers } from '../vmhost/network.ts';
 import { vmHostArgs } from '../vmhost/harness.ts';
+import { startLan, stopLan } from '../vmhost/lan.ts';
 import { blankDisk, createGoldenSnapshot } from '../kubevirt/golden.ts';
 import { KubeClient } from '../../operator/src/runtime/client.ts';
 import { KubeAccess } from '../../operator/src/runtime/kubeconfig.ts';
@@ -39,6 +41,10 @@ const DEV_NODES = 3;
 const DEV_NODE_LABELS = { 'codebrowse.io/host': 'true' };
 const NETNS = process.env['CODEBROWSE_DEV_NETNS'] || 'codebrowse-dev';
 const VMHOST_DIR = join(STATE_DIR, 'vmhost');
+/** The hosts' LAN (e2e/vmhost/lan.ts): examples/network-attachment.yaml's bridge, and the pool's gateway on it. */
+const LAN_NETNS = `${NETNS}-lan`;
+const LAN_BRIDGE = 'br-lan';
+const LAN_ROUTER = '10.80.0.1/16';
 /** The namespace the plain users alice and bob browse in, with the chart's user role. */
 const USER_NAMESPACE = 'lab';
 const USERS = ['alice', 'bob'];
@@ -145,6 +151,7 @@ function cleanVmHost(): void {
   } catch {
     // not there
   }
+  stopLan(LAN_NETNS);
 }
 
 /** A background process of this clone's dev cluster, logging to <name>.log. */
@@ -240,6 +247,8 @@ async function dev(): Promise<void> {
     ...extra,
   ]);
   if (vms === 'qemu') {
+    // The hosts' LAN, with the router the example pool names as gateway: session addresses answer there.
+    startLan(LAN_NETNS, LAN_BRIDGE, [LAN_ROUTER]);
     const cluster = {
       plane: { kubeconfig: state.kubeconfig, kubeconfigFor: (u: string) => join(state.dir, `kubeconfig-${u}`), state },
     };
@@ -252,6 +261,7 @@ async function dev(): Promise<void> {
         dir: VMHOST_DIR,
         netns: NETNS,
         podCidr: '10.254.0.0/24',
+        lanNetns: LAN_NETNS,
         nodeLabels: DEV_NODE_LABELS,
       }).slice(),
     );
@@ -292,7 +302,9 @@ async function dev(): Promise<void> {
     await createGoldenSnapshot(client, examplePool!.spec.vmNamespace ?? 'codebrowse-vms', poolImage.snapshot, file);
   }
   await client.close();
-  await serverSideApply(kc, await readManifests([poolFile]), 'codebrowse-dev');
+  // The pool network (a Multus NetworkAttachmentDefinition) and the pool.
+  const networkFile = join(REPO_ROOT, 'examples', 'network-attachment.yaml');
+  await serverSideApply(kc, await readManifests([networkFile, poolFile]), 'codebrowse-dev');
   // The dev session's package lives on loopback, which a pool refuses unless its allow-list names
   // it. Under QEMU (software emulation here) one warm Linux VM is plenty.
   await serverSideApply(
@@ -393,11 +405,12 @@ async function dev(): Promise<void> {
       ? `got a VM (the QEMU VM host e2e/vmhost runs it: the warm VM was booted from the Linux image and
 paused; the claim unpaused it), its guest agent installed the package and reported through the
 portal, and <user>.<zone> was published as a DNSEndpoint. The VM is real: the page shows the
-password (on click); log in from the VM host's network namespace with
-  ip netns exec ${NETNS} ssh dev@<the session's IP>
+password (on click); log in from the hosts' LAN (a network namespace: the VM's second NIC is on
+its bridge; nothing routes the session address anywhere else) with
+  ip netns exec ${LAN_NETNS} ssh dev@<the session's IP>
 and the page's console shows its screen.`
-      : `got a VM (kwok plays KubeVirt: warm VMs of the pool are pre-booted and paused; a claim unpauses
-one), the guest agent (played by e2e/cluster/kwok-agent.ts through the portal) reported the
+      : `got a VM (KubeVirt's virt-controller and virt-api run it on a kwok node, whose virt-handler
+e2e/kubevirt/kwok-handler.ts plays: warm VMs are paused through virt-api and a claim unpauses one), the guest agent (played by e2e/cluster/kwok-agent.ts through the portal) reported the
 install, and <user>.<zone> was published as a DNSEndpoint. (Install QEMU, or set
 CODEBROWSE_DEV_VMS=qemu, and the VM is real.)`;
   console.log(`

@@ -18,15 +18,15 @@ if (!kubeconfig || !portal) {
 const kc = new KubeConfig();
 kc.loadFromFile(kubeconfig);
 const client = new KubeClient(kc, 'codebrowse-kwok-agent');
-const done = new Set<string>(); // vm uid + session: reported already
+const done = new Set<string>(); // uids of VMs whose agent has said it is done (a VM serves one session)
 
 async function playOnce(): Promise<void> {
   const { items } = await client.list<VirtualMachine>(Resources.VirtualMachine, namespace);
   for (const vm of items) {
-    const session = vm.metadata.annotations?.['codebrowse.io/session-ref'];
+    // Like the real agent: it knows only its VM's token (the NoCloud disk, here the Secret it is
+    // made from) and asks the portal; 204 means nobody has claimed the VM yet.
     const running = (vm.status as { printableStatus?: string } | undefined)?.printableStatus === 'Running';
-    const key = `${vm.metadata.uid}/${session}`;
-    if (!session || !running || done.has(key)) continue;
+    if (!running || done.has(vm.metadata.uid!)) continue;
     const secret = await client.get<Secret>(Resources.Secret, `${vm.metadata.name}-agent`, namespace);
     const token = secret?.data?.token ? Buffer.from(secret.data.token, 'base64').toString('utf8') : undefined;
     if (!token) continue;
@@ -34,8 +34,10 @@ async function playOnce(): Promise<void> {
     const res = await fetch(`${portal}/agent/v1/manifest`, { headers });
     if (res.status !== 200) continue;
     const manifest = (await res.json()) as {
+      session?: string;
       packages: { index: number; url: string; digest?: string; download: string }[];
     };
+    const session = manifest.session ?? 'a session';
     let allWell = true;
     for (const pkg of manifest.packages) {
       // Fetched through the portal and checked like the real agent does; nothing is installed.
@@ -67,7 +69,7 @@ async function playOnce(): Promise<void> {
       ),
     });
     if (finished.status === 204) {
-      done.add(key);
+      done.add(vm.metadata.uid!);
       console.log(`${new Date().toISOString()} played the agent of ${vm.metadata.name} for ${session}`);
     }
   }

@@ -9,6 +9,7 @@ import { createHash, randomBytes } from 'node:crypto';
 import { type IncomingMessage, type Server, type ServerResponse, createServer } from 'node:http';
 import type { AddressInfo } from 'node:net';
 import { packageFileName } from '../../operator/src/portal/agent-api.ts';
+import { GUEST_LAN_MAC } from './rootfs.ts';
 
 const BODY_LIMIT = 64 * 1024;
 
@@ -25,6 +26,15 @@ export interface StubSession {
   session: string;
   hostname?: string;
   ip?: string;
+  /** What the portal says to set on the pool-network NIC (default: from ip, as for a /24 pool with gateway .1 on GUEST_LAN_MAC). */
+  network?: {
+    mac: string;
+    address: string;
+    prefixLength: number;
+    gateway?: string;
+    dns?: string[];
+    broadcast?: string;
+  };
   user: string;
   password?: string;
   sshKeys?: string[];
@@ -107,8 +117,15 @@ export class AgentApiStub {
 
   private manifest(session: StubSession): unknown {
     const { packages, ...rest } = session;
+    const base = session.ip?.split('.').slice(0, 3).join('.');
+    const network =
+      session.network ??
+      (session.ip && base
+        ? { mac: GUEST_LAN_MAC, address: session.ip, prefixLength: 24, gateway: `${base}.1`, broadcast: `${base}.255` }
+        : undefined);
     return {
       ...rest,
+      ...(network ? { network } : {}),
       packages: packages.map((pkg, index) => ({
         index,
         url: pkg.url,

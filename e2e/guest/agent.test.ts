@@ -4,7 +4,7 @@
 // sudo, ssh — and what the portal is told.
 import { AgentApiStub, type StubSession } from './agent-api-stub.ts';
 import { deb, tarBz2, tarGz, tarXz, zip } from './packages.ts';
-import { GuestRoot, type Run, changedPaths, testRootfs } from './rootfs.ts';
+import { GUEST_LAN_MAC, GuestRoot, type Run, changedPaths, testRootfs } from './rootfs.ts';
 
 let lower: string;
 const roots: GuestRoot[] = [];
@@ -163,7 +163,15 @@ describe('a session with a .deb, a tarball, a zip and a package with its own ins
   test('hostname, address and ssh are set up', async () => {
     expect(await root.read('/etc/hostname')).toBe('alice\n');
     expect(await root.read('/etc/hosts')).toContain('10.0.0.5\talice.sessions.example.org alice');
-    expect(first.stdout).toContain('address: 10.0.0.5 added to eth0 as /32');
+    // On the pool network's NIC (found by its MAC), with the pool's prefix; replies by its gateway.
+    expect(first.stdout).toContain(
+      `address: 10.0.0.5 on lan0 (${GUEST_LAN_MAC}) as /24; replies leave by 10.0.0.1; gratuitous ARP sent; broadcast ping to 10.0.0.255`,
+    );
+    const routes = first.stderr.slice(first.stderr.indexOf('--- network after the agent ---'));
+    expect(routes).toMatch(/lan0\s+inet 10\.0\.0\.5\/24 /);
+    expect(routes).not.toMatch(/eth0\s+inet 10\.0\.0\.5/);
+    expect(routes).toContain('from 10.0.0.5 lookup 100');
+    expect(routes).toContain('default via 10.0.0.1 dev lan0');
     expect(await root.exists('/etc/systemd/system/multi-user.target.wants/ssh.service')).toBe(true);
     expect(await root.read('/var/log/codebrowse-agent.log')).toContain('claimed by session team-a/alice-1');
   });

@@ -16,6 +16,7 @@ import { type World, startWorld, uniqueName } from '../../operator/test/controll
 import { clientFor, eventually } from '../../operator/test/runtime/harness.ts';
 import { deb, tarGz } from './packages.ts';
 import { GuestRoot, testRootfs } from './rootfs.ts';
+import { lanMac } from '../../operator/src/vm/pool-network.ts';
 
 const admin = clientFor(testKubeconfigPath());
 const ns = useTestNamespace('guest');
@@ -81,7 +82,12 @@ describe('the guest agent with the real portal and store', () => {
     );
     const secret = await admin.get<Secret>(Resources.Secret, `${withVm.status!.vm}-agent`, 'codebrowse-vms');
     const token = Buffer.from(secret!.data!.token!, 'base64').toString('utf8');
-    const run = await root.runAgent({ portal: world.portalUrl, token, timeoutMs: 180_000 });
+    const run = await root.runAgent({
+      portal: world.portalUrl,
+      token,
+      timeoutMs: 180_000,
+      lanMac: lanMac('codebrowse-vms', withVm.status!.vm!),
+    });
     if (run.code !== 0) throw new Error(`the agent exited ${run.code}:\n${run.stdout}\n${run.stderr}`);
 
     const ready = await eventually(

@@ -72,7 +72,15 @@ export async function testRootfs(): Promise<string> {
   return path;
 }
 
+/**
+ * The MAC of the guest's pool-network NIC ("lan0") in the agent's namespace, unless a run names
+ * another: the agent finds the NIC for the session's address by the manifest's network.mac.
+ */
+export const GUEST_LAN_MAC = '02:00:00:00:00:aa';
+
 export interface AgentRunOptions {
+  /** The MAC of the namespace's second NIC, lan0 (default GUEST_LAN_MAC). */
+  lanMac?: string;
   /** The portal's base URL; must be http://127.0.0.1:<port> (relayed into the namespace). */
   portal: string;
   token: string;
@@ -151,6 +159,10 @@ export class GuestRoot {
         'ip link add eth0-peer type veth peer name eth0',
         'ip link set eth0-peer up && ip link set eth0 up',
         'ip route add default dev eth0',
+        // The pool network's NIC, as KubeVirt gives a VM a second interface with the operator's MAC.
+        'ip link add lan0-peer type veth peer name lan0',
+        'ip link set lan0 address "$LAN_MAC"',
+        'ip link set lan0-peer up',
         '"$NODE" "$RELAY" "$SOCK" "$PORT" "$READY" &',
         'relay=$!',
         'n=0; while [ ! -e "$READY" ]; do n=$((n+1)); [ $n -lt 200 ] || { echo "relay did not start" >&2; exit 97; }; sleep 0.05; done',
@@ -160,6 +172,8 @@ export class GuestRoot {
         'set +e',
         'chroot "$ROOT" /usr/bin/env -i "$@"',
         'rc=$?',
+        // What the agent left of the namespace's network, for the test to read (stderr's tail).
+        "{ echo '--- network after the agent ---'; ip -o -4 addr show; ip rule; ip route show table 100; } >&2 2>/dev/null",
         'kill $relay 2>/dev/null',
         'exit $rc',
       ].join('\n');
@@ -190,6 +204,7 @@ export class GuestRoot {
             SOCK: socket,
             PORT: portal.port,
             READY: ready,
+            LAN_MAC: opts.lanMac ?? GUEST_LAN_MAC,
           },
           timeoutMs: opts.timeoutMs ?? 120_000,
         },

@@ -21,6 +21,7 @@ import { type World, startWorld, uniqueName } from '../../operator/test/controll
 import { clientFor, eventually } from '../../operator/test/runtime/harness.ts';
 import { tarGz } from './packages.ts';
 import { GuestRoot, testRootfs } from './rootfs.ts';
+import { lanMac } from '../../operator/src/vm/pool-network.ts';
 
 const run = promisify(execFile);
 const admin = clientFor(testKubeconfigPath());
@@ -107,7 +108,12 @@ async function runSession(name: string, script: string): Promise<string> {
   );
   const secret = await admin.get<Secret>(Resources.Secret, `${withVm.status!.vm}-agent`, 'codebrowse-vms');
   const token = Buffer.from(secret!.data!.token!, 'base64').toString('utf8');
-  const agent = await root.runAgent({ portal: world.portalUrl, token, timeoutMs: 180_000 });
+  const agent = await root.runAgent({
+    portal: world.portalUrl,
+    token,
+    timeoutMs: 180_000,
+    lanMac: lanMac('codebrowse-vms', withVm.status!.vm!),
+  });
   if (agent.code !== 0) throw new Error(`the agent exited ${agent.code}:\n${agent.stdout}\n${agent.stderr}`);
   return agent.stdout;
 }

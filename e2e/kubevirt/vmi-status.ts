@@ -1,6 +1,6 @@
 // What virt-handler writes on a VirtualMachineInstance, for the players of virt-handler. Pure:
 // each function takes the VMI as it is and returns the status to write. Fields and strings are
-// KubeVirt v1.8.0's (cited per field); see /work/notes-free summary in e2e/README.md.
+// KubeVirt v1.8.0's (cited per field); e2e/README.md lists every played part.
 //
 // virt-handler writes the whole VMI (the VMI CRD has no status subresource), and virt-api's VMI
 // mutator reverts status changes by anyone but KubeVirt's service accounts

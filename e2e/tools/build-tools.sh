@@ -5,10 +5,9 @@
 # each in its own module graph (`go install pkg@version`), from the Go module proxy only: nothing
 # prebuilt is downloaded and no VCS is contacted.
 #
-# external-dns is v0.22.0, not the newest v0.23.0: v0.23.0's go.mod says `go 1.27.0` and the
-# machines run go 1.26; v0.22.0 says `go 1.26.6` and has the crd source (namespace and label
-# filters) and the rfc2136 provider (with --rfc2136-axfr). Its DNSEndpoint CRD is byte-identical to
-# v0.23.0's in e2e/thirdparty/crds/.
+# external-dns is v0.21.0, not the newest v0.23.0: v0.23.0's go.mod says `go 1.27.0` and the
+# machines run go 1.26. v0.21.0 has the crd source (namespace and label filters) and the rfc2136
+# provider (with --rfc2136-axfr); the DNSEndpoint CRD in e2e/thirdparty/crds/ says where it is from.
 #
 # Prints the absolute bin dir on stdout (last and only line); progress goes to stderr.
 #

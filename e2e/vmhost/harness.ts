@@ -121,6 +121,8 @@ export interface VmHostOptions {
   netns: string;
   /** The node's pod network (distinct per node of one cluster). */
   podCidr?: string;
+  /** The hosts' LAN namespace (e2e/vmhost/lan.ts), where Multus bridge networks are (default <netns>-lan). */
+  lanNetns?: string;
   nodeLabels?: Record<string, string>;
   log?: string;
 }
@@ -142,6 +144,7 @@ export function vmHostArgs(options: VmHostOptions): string[] {
     `--dir=${options.dir}`,
     `--netns=${options.netns}`,
     `--pod-cidr=${options.podCidr ?? '10.254.0.0/24'}`,
+    ...(options.lanNetns ? [`--lan-netns=${options.lanNetns}`] : []),
     ...(options.nodeLabels
       ? [
           `--node-labels=${Object.entries(options.nodeLabels)

@@ -105,6 +105,8 @@ Flags:
   --vm-namespace NS                 the pools' VM namespace (spec.vmNamespace): VMs and codebrowse's Secrets live
                                     there, and Secrets are read nowhere else (default codebrowse-vms)
   --page-base-url URL               base of the session page links mailed to users (default: --portal-url)
+  --username-prefix PREFIX          what the API server puts before user names (e.g. oidc:): a session of
+                                    spec.user U lets user PREFIXU port-forward to its VM (default: none)
   --carry-label-prefix PREFIX,...   labels of sessions and archives with these prefixes are copied onto their
                                     VMs, Secrets, DownloadRequests and DNS records (default: none; never
                                     codebrowse.io/ ones)
@@ -155,6 +157,7 @@ async function runOperator(argv: string[]): Promise<number> {
       'vm-namespace': { type: 'string', default: 'codebrowse-vms' },
       'page-base-url': { type: 'string' },
       'carry-label-prefix': { type: 'string', default: '' },
+      'username-prefix': { type: 'string', default: '' },
       'smtp-url': { type: 'string' },
       'mail-from': { type: 'string' },
       'smtp-ca': { type: 'string' },
@@ -222,6 +225,7 @@ async function runOperator(argv: string[]): Promise<number> {
     portalUrl: values['portal-url'],
     pageBaseUrl: values['page-base-url'] ?? values['portal-url'],
     carryLabelPrefixes: values['carry-label-prefix'].split(',').filter(Boolean),
+    usernamePrefix: values['username-prefix'],
     mailer,
     registry: metrics.registry,
     vmNamespace: values['vm-namespace'],

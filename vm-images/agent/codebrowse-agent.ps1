@@ -136,23 +136,44 @@ function Set-SessionHostname($Manifest) {
   } catch { Add-Step 'hostname' "Rename-Computer failed: $($_.Exception.Message)"; return $false }
 }
 
+# The session's address on the pool network's adapter (manifest network.mac), with the pool range's
+# prefix, its gateway (as a route of that adapter only, behind the pod network's) and DNS servers.
 function Set-SessionAddress($Manifest) {
-  if (-not $Manifest.PSObject.Properties['ip'] -or -not $Manifest.ip) { Add-Step 'address' 'none in the manifest'; return $true }
-  $address, $prefix = $Manifest.ip -split '/'
-  if (-not $prefix) { $prefix = if ($address -match ':') { 128 } else { 32 } }
-  if ($Manifest.PSObject.Properties['prefixLength'] -and $Manifest.prefixLength) { $prefix = $Manifest.prefixLength }
-  $route = Get-NetRoute -DestinationPrefix '0.0.0.0/0' -ErrorAction SilentlyContinue | Sort-Object RouteMetric | Select-Object -First 1
-  $adapter = if ($route) { Get-NetAdapter -InterfaceIndex $route.ifIndex } else { Get-NetAdapter | Where-Object Status -eq 'Up' | Sort-Object ifIndex | Select-Object -First 1 }
-  if (-not $adapter) { Add-Step 'address' 'no network adapter'; return $false }
+  $net = if ($Manifest.PSObject.Properties['network']) { $Manifest.network } else { $null }
+  if (-not $net -or -not $net.address) { Add-Step 'address' 'none in the manifest'; return $true }
+  $address = ($net.address -split '/')[0]
+  $prefix = $net.prefixLength
+  if (-not $prefix) { Add-Step 'address' "the manifest gives $address no network.prefixLength"; return $false }
+  $mac = ($net.mac -replace ':', '-').ToUpperInvariant()
+  if ($mac -notmatch '^[0-9A-F]{2}(-[0-9A-F]{2}){5}$') { Add-Step 'address' "the manifest names no valid network.mac"; return $false }
+  $adapter = Get-NetAdapter | Where-Object { $_.MacAddress -eq $mac } | Select-Object -First 1
+  if (-not $adapter) { Add-Step 'address' "no adapter with MAC $($net.mac) (the pool network's)"; return $false }
   if (Get-NetIPAddress -InterfaceIndex $adapter.ifIndex -IPAddress $address -ErrorAction SilentlyContinue) {
     Add-Step 'address' "$address already on $($adapter.Name)"; return $true
   }
   try {
-    New-NetIPAddress -InterfaceIndex $adapter.ifIndex -IPAddress $address -PrefixLength $prefix -SkipAsSource $false | Out-Null
-    # Windows announces a new address itself (gratuitous ARP / unsolicited NA during DAD).
-    Add-Step 'address' "$address/$prefix added to $($adapter.Name); Windows announces it itself"
+    Set-NetIPInterface -InterfaceIndex $adapter.ifIndex -Dhcp Disabled -ErrorAction SilentlyContinue
+    $params = @{ InterfaceIndex = $adapter.ifIndex; IPAddress = $address; PrefixLength = $prefix }
+    New-NetIPAddress @params | Out-Null
+    $how = "$address/$prefix on $($adapter.Name)"
+    if ($net.PSObject.Properties['gateway'] -and $net.gateway) {
+      # A higher metric than the pod network's: the portal stays reachable the way it was.
+      $dest = if ($address -match ':') { '::/0' } else { '0.0.0.0/0' }
+      New-NetRoute -InterfaceIndex $adapter.ifIndex -DestinationPrefix $dest -NextHop $net.gateway -RouteMetric 500 | Out-Null
+      $how += "; gateway $($net.gateway)"
+    }
+    if ($net.PSObject.Properties['dns'] -and $net.dns) {
+      Set-DnsClientServerAddress -InterfaceIndex $adapter.ifIndex -ServerAddresses $net.dns
+      $how += "; DNS $($net.dns -join ' ')"
+    }
+    if ($net.PSObject.Properties['broadcast'] -and $net.broadcast) {
+      # The paper's one broadcast ping to the subnet; Windows sends the gratuitous ARP itself (DAD).
+      & ping.exe -n 1 -w 1000 -S $address $net.broadcast | Out-Null
+      $how += "; broadcast ping to $($net.broadcast)"
+    }
+    Add-Step 'address' "$how; Windows announces the address itself"
     return $true
-  } catch { Add-Step 'address' "New-NetIPAddress failed: $($_.Exception.Message)"; return $false }
+  } catch { Add-Step 'address' "setting $address failed: $($_.Exception.Message)"; return $false }
 }
 
 function New-SessionUser($Manifest) {

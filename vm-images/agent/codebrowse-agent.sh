@@ -114,6 +114,8 @@ load_config() {
   PORTAL=${PORTAL%/}
   MAC=${CODEBROWSE_MAC:-}
   [ -n "$MAC" ] || [ ! -f "$CONFIG" ] || MAC=$(env_file_value "$CONFIG" CODEBROWSE_MAC)
+  LAN_MAC=${CODEBROWSE_LAN_MAC:-}
+  [ -n "$LAN_MAC" ] || [ ! -f "$CONFIG" ] || LAN_MAC=$(env_file_value "$CONFIG" CODEBROWSE_LAN_MAC)
   [ -n "$PORTAL" ] && [ -n "$TOKEN" ]
 }
 
@@ -304,53 +306,120 @@ set_hostname() {
   step hostname "$_fqdn (kernel: $(hostname 2>/dev/null))"
 }
 
+# The NIC with MAC $1 (lower case), or nothing.
+nic_by_mac() {
+  for _dev in /sys/class/net/*; do
+    [ -f "$_dev/address" ] || continue
+    [ "$(tr 'A-F' 'a-f' <"$_dev/address")" = "$1" ] && { printf '%s\n' "${_dev##*/}"; return 0; }
+  done
+  return 1
+}
+
+valid_mac() {
+  printf '%s' "$1" | grep -Eq '^[0-9a-f]{2}(:[0-9a-f]{2}){5}$'
+}
+
+# The pool network's NIC is the agent's, not networkd's: no DHCP there (a LAN's DHCP server must not
+# hand the VM an address of its own), and nothing networkd would later remove. Run at every start,
+# before the claim: /run is empty after a boot.
+lan_unmanaged() {
+  _lm=${LAN_MAC:-}
+  [ -n "$_lm" ] || return 0
+  _lm=$(printf '%s' "$_lm" | tr 'A-F' 'a-f')
+  valid_mac "$_lm" || { log "refused the invalid CODEBROWSE_LAN_MAC \"$_lm\""; return 0; }
+  if [ -d /run/systemd/network ] || mkdir -p /run/systemd/network 2>/dev/null; then
+    printf '[Match]\nMACAddress=%s\n\n[Link]\nUnmanaged=yes\n' "$_lm" >"$PRIV/lan.network"
+    if ! cmp -s "$PRIV/lan.network" /run/systemd/network/10-codebrowse-lan.network 2>/dev/null; then
+      cp "$PRIV/lan.network" /run/systemd/network/10-codebrowse-lan.network
+      networkctl reload >/dev/null 2>&1 || :
+    fi
+  fi
+  _li=$(nic_by_mac "$_lm") || { log "no NIC with the pool network's MAC $_lm (yet)"; return 0; }
+  # Only the NIC that holds an address answers ARP for it (not the pod network's, for the LAN's).
+  sysctl -qw net.ipv4.conf.all.arp_ignore=1 net.ipv4.conf.all.arp_announce=2 >/dev/null 2>&1 || :
+  ip link set "$_li" up 2>/dev/null || :
+}
+
+# The session's address on the pool network's NIC (manifest network.mac), with the prefix of the
+# pool's range (the LAN the hosts share); replies from it leave through its gateway (a routing table
+# of its own: the pod network's NIC keeps the main default route, to the portal); its DNS servers;
+# then announced: gratuitous ARP and one broadcast ping to the subnet (switches that cache ARP learn
+# the new MAC: a re-split moves an address to another host), or for IPv6 an unsolicited neighbour
+# advertisement (the kernel sends one after DAD with ndisc_notify).
 set_address() {
-  _ip=$(m ip) || { step address "none in the manifest; left as it is"; return 0; }
-  case $_ip in
-    */*) _addr=${_ip%/*} _len=${_ip#*/} ;;
-    *:*) _addr=$_ip _len=${CODEBROWSE_PREFIX_LENGTH:-128} ;;
-    *) _addr=$_ip _len=${CODEBROWSE_PREFIX_LENGTH:-32} ;;
-  esac
-  _plen=$(m prefixLength) && _len=$_plen
+  _addr=$(m network.address) || _addr=$(m ip) || { step address "none in the manifest; left as it is"; return 0; }
+  _addr=${_addr%%/*}
+  _len=$(m network.prefixLength) || { step address "the manifest gives $_addr no network.prefixLength: not set"; return 1; }
   if ! printf '%s/%s' "$_addr" "$_len" | grep -Eq '^([0-9]{1,3}\.){3}[0-9]{1,3}/[0-9]{1,2}$|^[0-9A-Fa-f:.]*:[0-9A-Fa-f:.]*/[0-9]{1,3}$'; then
-    step address "refused the invalid address \"$_ip\""
+    step address "refused the invalid address \"$_addr/$_len\""
     return 1
   fi
   command -v ip >/dev/null 2>&1 || { step address "ip (iproute2) is not installed: $_addr not set"; return 1; }
-  _if=${CODEBROWSE_INTERFACE:-$(ip -o route show default 2>/dev/null | awk '{ for (i = 1; i < NF; i++) if ($i == "dev") { print $(i + 1); exit } }')}
-  [ -n "$_if" ] || _if=$(ip -o link show 2>/dev/null | awk -F': ' '$2 != "lo" { sub(/@.*/, "", $2); print $2; exit }')
-  [ -n "$_if" ] || { step address "no network interface besides lo: $_addr not set"; return 1; }
-  if ip -o addr show dev "$_if" 2>/dev/null | awk -v a="$_addr" '{ split($4, p, "/"); if (p[1] == a) f = 1 } END { exit !f }'; then
-    _how="already on $_if"
-  elif ip addr add "$_addr/$_len" dev "$_if" 2>"$PRIV/ip.err"; then
-    ip link set "$_if" up 2>/dev/null
-    _how="added to $_if as /$_len"
-  else
-    step address "ip addr add $_addr/$_len dev $_if failed: $(cat "$PRIV/ip.err")"
+  _mac=$(m network.mac) || _mac=""
+  _mac=$(printf '%s' "$_mac" | tr 'A-F' 'a-f')
+  if ! valid_mac "$_mac"; then
+    step address "the manifest names no valid network.mac: $_addr not set"
     return 1
   fi
-  # Tell the neighbours (switches and routers may remember the MAC of a restored snapshot).
-  case $_addr in
-    *:*)
-      if command -v ndisc6 >/dev/null 2>&1; then
-        ndisc6 -q -1 "$_addr" "$_if" >/dev/null 2>&1
-        _how="$_how; neighbour solicitation sent (ndisc6)"
-      else
-        _how="$_how; no ndisc6 on this image: no unsolicited neighbour announcement"
-      fi
-      ;;
-    *)
-      if command -v arping >/dev/null 2>&1; then
-        if arping -U -c 2 -I "$_if" "$_addr" >/dev/null 2>&1; then
-          _how="$_how; gratuitous ARP sent"
-        else
-          _how="$_how; arping -U failed"
-        fi
-      else
-        _how="$_how; no arping on this image: no gratuitous ARP"
-      fi
-      ;;
-  esac
+  LAN_MAC=$_mac
+  lan_unmanaged
+  _if=$(nic_by_mac "$_mac") || { step address "no NIC with MAC $_mac (the pool network's): $_addr not set"; return 1; }
+  _gw=$(m network.gateway) || _gw=""
+  case $_gw in *[!0-9A-Fa-f:.]*) step address "refused the invalid gateway \"$_gw\""; return 1 ;; esac
+  case $_addr in *:*) _fam=-6 ;; *) _fam=-4 ;; esac
+  [ "$_fam" = -6 ] && sysctl -qw "net.ipv6.conf.$_if.ndisc_notify=1" "net.ipv6.conf.$_if.accept_ra=0" >/dev/null 2>&1
+  ip link set "$_if" up 2>/dev/null
+  if ip -o "$_fam" addr show dev "$_if" 2>/dev/null | awk -v a="$_addr" '{ split($4, p, "/"); if (p[1] == a) f = 1 } END { exit !f }'; then
+    _how="already on $_if"
+  else
+    # Only the session's address: nothing a DHCP client may have put there before the claim.
+    ip "$_fam" addr flush dev "$_if" scope global 2>/dev/null
+    if ip "$_fam" addr add "$_addr/$_len" dev "$_if" 2>"$PRIV/ip.err"; then
+      _how="on $_if ($_mac) as /$_len"
+    else
+      step address "ip addr add $_addr/$_len dev $_if failed: $(cat "$PRIV/ip.err")"
+      return 1
+    fi
+  fi
+  if [ -n "$_gw" ]; then
+    _net=$(ip -o "$_fam" route show dev "$_if" scope link proto kernel 2>/dev/null | awk '{ print $1; exit }')
+    [ -z "$_net" ] || ip "$_fam" route replace "$_net" dev "$_if" table 100 2>/dev/null
+    if ip "$_fam" route replace default via "$_gw" dev "$_if" table 100 2>"$PRIV/ip.err"; then
+      ip "$_fam" rule show 2>/dev/null | grep -q "from $_addr lookup 100" ||
+        ip "$_fam" rule add from "$_addr" lookup 100 priority 100 2>/dev/null
+      _how="$_how; replies leave by $_gw"
+    else
+      _how="$_how; no route by $_gw ($(cat "$PRIV/ip.err"))"
+    fi
+  fi
+  _dns=""
+  _i=0
+  while _d=$(m "network.dns.$_i"); do
+    case $_d in *[!0-9A-Fa-f:.]*) ;; *) _dns="$_dns $_d" ;; esac
+    _i=$((_i + 1))
+  done
+  if [ -n "$_dns" ] && command -v resolvectl >/dev/null 2>&1; then
+    # shellcheck disable=SC2086
+    resolvectl dns "$_if" $_dns 2>/dev/null && _how="$_how; DNS$_dns"
+  fi
+  if [ "$_fam" = -6 ]; then
+    _how="$_how; unsolicited neighbour advertisement after DAD (ndisc_notify)"
+    command -v ndisc6 >/dev/null 2>&1 && ndisc6 -q -1 "$_addr" "$_if" >/dev/null 2>&1
+  else
+    if command -v arping >/dev/null 2>&1 && arping -U -c 2 -I "$_if" "$_addr" >/dev/null 2>&1; then
+      _how="$_how; gratuitous ARP sent"
+    else
+      _how="$_how; no gratuitous ARP (arping missing or failed)"
+    fi
+    _bc=$(m network.broadcast) || _bc=""
+    case $_bc in
+      "" | *[!0-9.]*) ;;
+      *)
+        ping -b -c 1 -W 1 -I "$_if" "$_bc" >/dev/null 2>&1
+        _how="$_how; broadcast ping to $_bc"
+        ;;
+    esac
+  fi
   step address "$_addr $_how"
 }
 
@@ -869,6 +938,7 @@ main() {
     sleep "$POLL_SECONDS"
   done
   adopt_mac
+  lan_unmanaged
   (umask 077 && printf 'Authorization: Bearer %s\n' "$TOKEN" >"$PRIV/auth.header")
   log "portal $PORTAL; waiting for the manifest"
   wait_for_manifest || exit 3

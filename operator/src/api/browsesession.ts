@@ -13,7 +13,7 @@ import {
   timestamp,
   unchanged,
 } from './schema.ts';
-import { ARCHITECTURES, MAX_SESSION_DURATION, OPERATING_SYSTEMS } from './serverpool.ts';
+import { ADDRESSING_MODES, ARCHITECTURES, MAX_SESSION_DURATION, OPERATING_SYSTEMS } from './serverpool.ts';
 
 export const MAX_PACKAGES = 16;
 
@@ -347,7 +347,19 @@ export const BrowseSessionStatus = Type.Object(
       }),
     ),
     node: Type.Optional(Type.String({ maxLength: 253, description: 'Node the VM runs on.' })),
-    ip: Type.Optional(Type.String({ maxLength: 64, description: "The session's address, from the node's subnet." })),
+    ip: Type.Optional(
+      Type.String({
+        maxLength: 64,
+        description:
+          "The session's address: from the node's subnet on the pool network (addressing Attachment), or the VM's pod IP (PodNetwork).",
+      }),
+    ),
+    addressing: Type.Optional(
+      stringEnum(ADDRESSING_MODES, {
+        description:
+          "Where the address lives: Attachment (the hosts' LAN: ssh to the DNS name) or PodNetwork (inside the cluster only: kubectl browse ssh).",
+      }),
+    ),
     hostname: Type.Optional(Type.String({ maxLength: 253, description: 'DNS name of the VM: <user>.<zone>.' })),
     url: Type.Optional(Type.String({ maxLength: 2048, description: 'Link to the session page (how to connect).' })),
     vm: Type.Optional(

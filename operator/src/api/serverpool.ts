@@ -17,6 +17,9 @@ export type OperatingSystem = (typeof OPERATING_SYSTEMS)[number];
 export const ARCHITECTURES = ['amd64', 'arm64'] as const;
 export type Architecture = (typeof ARCHITECTURES)[number];
 export const ACCESS_METHODS = ['ssh', 'telnet', 'vnc'] as const;
+/** Where session addresses come from: the pool's range on a Multus network, or the VMs' pod IPs. */
+export const ADDRESSING_MODES = ['Attachment', 'PodNetwork'] as const;
+export type AddressingMode = (typeof ADDRESSING_MODES)[number];
 
 /** The longest booking any pool may allow; a pool's own limit is at most this. */
 export const MAX_SESSION_DURATION = '168h';
@@ -82,6 +85,42 @@ export const ServerPoolAddresses = Type.Object(
   { description: 'How the pool range is split into one subnet per node.', 'x-kubernetes-validations': cidrRules },
 );
 
+export const BOOTLOADERS = ['BIOS', 'EFI'] as const;
+
+/** What the golden image's disk boots with: a Windows 11 golden needs EFI, secure boot and a TPM. */
+export const ImageFirmware = Type.Object(
+  {
+    bootloader: Type.Optional(
+      stringEnum(BOOTLOADERS, {
+        default: 'BIOS',
+        description: "BIOS (SeaBIOS) or EFI (OVMF): the one the golden image's disk was installed for.",
+      }),
+    ),
+    secureBoot: Type.Optional(
+      Type.Boolean({
+        default: false,
+        description: 'EFI secure boot (with the SMM it needs), as Windows 11 asks for. Only with bootloader EFI.',
+      }),
+    ),
+    tpm: Type.Optional(
+      Type.Boolean({
+        default: false,
+        description: "A virtual TPM 2.0 (KubeVirt's vTPM, not persistent: every session VM starts with a clean one).",
+      }),
+    ),
+  },
+  {
+    description: "Firmware of the image's VMs (KubeVirt spec.domain.firmware, features.smm, devices.tpm).",
+    'x-kubernetes-validations': [
+      rule(
+        "!(has(self.secureBoot) && self.secureBoot) || self.?bootloader.orValue('BIOS') == 'EFI'",
+        'spec.images[].firmware.secureBoot needs bootloader: EFI (BIOS has no secure boot)',
+        { fieldPath: '.secureBoot' },
+      ),
+    ],
+  },
+);
+
 export const PoolImage = Type.Object(
   {
     name: dnsLabel('spec.images[].name', { description: 'Name of the image, unique in the pool (e.g. debian-12).' }),
@@ -110,6 +149,7 @@ export const PoolImage = Type.Object(
     ),
     cores: Type.Optional(Type.Integer({ minimum: 1, maximum: 64, default: 1, description: 'Virtual CPU cores.' })),
     memory: Type.Optional(quantity({ default: '1Gi', description: 'Guest memory, e.g. 1Gi.' })),
+    firmware: Type.Optional(ImageFirmware),
   },
   { description: 'An image sessions can ask for.' },
 );
@@ -130,7 +170,7 @@ export const ServerPoolSpec = Type.Object(
         description: 'How many session VMs one node runs at most.',
       }),
     ),
-    addresses: ServerPoolAddresses,
+    addresses: Type.Optional(ServerPoolAddresses),
     vmNamespace: Type.Optional(
       dnsLabel('spec.vmNamespace', {
         default: 'codebrowse-vms',
@@ -335,6 +375,30 @@ export const ServerPoolSpec = Type.Object(
     network: Type.Optional(
       Type.Object(
         {
+          addressing: Type.Optional(
+            stringEnum(ADDRESSING_MODES, {
+              default: 'Attachment',
+              description:
+                "Attachment (the paper's layout): each session VM gets a second NIC on the Multus network spec.network.attachment names (the hosts' LAN) with its address from spec.addresses, reachable from that LAN and published in DNS. PodNetwork (clusters without Multus): no address is allocated; the session's address is its VM's pod IP, reachable only inside the cluster, and users get in through the Kubernetes API (kubectl browse ssh).",
+            }),
+          ),
+          attachment: Type.Optional(
+            Type.String({
+              maxLength: 253,
+              pattern: '^([a-z0-9]([-a-z0-9]*[a-z0-9])?/)?[a-z0-9]([-a-z0-9]*[a-z0-9])?$',
+              description:
+                'The Multus NetworkAttachmentDefinition (k8s.cni.cncf.io/v1) of the pool network: its name in spec.vmNamespace (or namespace/name, which must then be spec.vmNamespace). Its own IPAM must not hand out spec.addresses.',
+            }),
+          ),
+          dns: Type.Optional(
+            Type.Array(Type.String({ maxLength: 64, description: 'A DNS server address.' }), {
+              maxItems: 4,
+              description: 'DNS servers the guests use on the pool network (Attachment mode).',
+              'x-kubernetes-validations': [
+                rule('self.all(a, isIP(a))', 'spec.network.dns entries must be IP addresses, such as 10.80.0.53'),
+              ],
+            }),
+          ),
           internet: Type.Optional(
             Type.Boolean({
               default: true,
@@ -342,16 +406,32 @@ export const ServerPoolSpec = Type.Object(
             }),
           ),
         },
-        { default: {}, description: 'What session VMs may reach.' },
+        { default: {}, description: 'Where session addresses live, and what session VMs may reach.' },
       ),
     ),
   },
-  { description: 'The hosts, addresses, images and limits of a pool of session VMs.' },
+  {
+    description: 'The hosts, addresses, images and limits of a pool of session VMs.',
+    'x-kubernetes-validations': [
+      rule(
+        "self.?network.addressing.orValue('Attachment') != 'Attachment' || (has(self.network) && has(self.network.attachment) && has(self.addresses))",
+        "spec.network.attachment (the NetworkAttachmentDefinition of the hosts' LAN) and spec.addresses (the range on it) are needed for addressing Attachment; or set spec.network.addressing: PodNetwork to give sessions their pod IPs",
+        { fieldPath: '.network' },
+      ),
+      rule(
+        "self.?network.addressing.orValue('Attachment') != 'PodNetwork' || !has(self.addresses)",
+        "spec.addresses has no use with spec.network.addressing PodNetwork (sessions get their VM's pod IP): remove it, or use addressing Attachment",
+        { fieldPath: '.addresses' },
+      ),
+    ],
+  },
 );
 
 export const NodeSubnet = Type.Object({
   name: Type.String({ maxLength: 253, description: 'Node name.' }),
-  subnet: Type.String({ maxLength: 64, description: "The node's subnet out of the pool range." }),
+  subnet: Type.Optional(
+    Type.String({ maxLength: 64, description: "The node's subnet out of the pool range (addressing Attachment)." }),
+  ),
   capacity: Type.Integer({ minimum: 0, description: 'Sessions the node can run.' }),
   used: Type.Integer({ minimum: 0, description: 'Sessions on the node now.' }),
   free: Type.Integer({ minimum: 0, description: 'capacity - used, and no more than free addresses allow.' }),
@@ -363,7 +443,23 @@ export const ServerPoolStatus = Type.Object(
     observedGeneration: Type.Optional(
       Type.Integer({ format: 'int64', minimum: 0, description: 'Generation last reconciled.' }),
     ),
-    conditions: Type.Optional(conditions('Ready, AddressesExhausted, NoNodes.')),
+    conditions: Type.Optional(conditions('Ready, NetworkReady, AddressesExhausted, NoNodes.')),
+    network: Type.Optional(
+      Type.Object(
+        {
+          addressing: stringEnum(ADDRESSING_MODES, {
+            description: 'The addressing the pool runs (spec.network.addressing).',
+          }),
+          attachment: Type.Optional(
+            Type.String({
+              maxLength: 317,
+              description: 'namespace/name of the NetworkAttachmentDefinition session VMs get their second NIC on.',
+            }),
+          ),
+        },
+        { description: 'Where session addresses live; the NetworkReady condition says whether that works.' },
+      ),
+    ),
     nodes: Type.Optional(
       Type.Array(NodeSubnet, {
         maxItems: 10000,
@@ -431,6 +527,13 @@ export const serverPoolKind: KindDefinition = {
       type: 'string',
       jsonPath: '.status.conditions[?(@.type=="Ready")].status',
       description: 'Whether the pool can take sessions.',
+    },
+    {
+      name: 'Addressing',
+      type: 'string',
+      jsonPath: '.status.network.addressing',
+      description: 'Attachment (a Multus network) or PodNetwork.',
+      priority: 1,
     },
     { name: 'CIDR', type: 'string', jsonPath: '.spec.addresses.cidr', description: 'Address range.', priority: 1 },
     { name: 'Zone', type: 'string', jsonPath: '.spec.dns.zone', description: 'DNS zone.', priority: 1 },

@@ -92,6 +92,28 @@ export interface ArchiveArgs extends ConnectionArgs {
   email?: string;
 }
 
+export interface ForwardArgs extends ConnectionArgs {
+  name: string;
+  remotePort: number;
+  /** 0: the kernel picks one (printed). */
+  localPort: number;
+  address: string;
+  /** One connection on stdin/stdout (ssh's ProxyCommand). */
+  stdio: boolean;
+  /** Stops listening (tests). */
+  signal?: AbortSignal;
+}
+
+export interface SshArgs extends ConnectionArgs {
+  name: string;
+  port: number;
+  user?: string;
+  /** The ssh client to run. */
+  ssh: string;
+  /** What comes after --: ssh options, then a remote command. */
+  sshArgs: string[];
+}
+
 export type Parsed =
   | { command: Command; help: true }
   | { command: 'create'; help: false; args: CreateArgs }
@@ -99,7 +121,9 @@ export type Parsed =
   | { command: 'end'; help: false; args: EndArgs }
   | { command: 'extend'; help: false; args: ExtendArgs }
   | { command: 'cache'; help: false; args: CacheArgs }
-  | { command: 'archive'; help: false; args: ArchiveArgs };
+  | { command: 'archive'; help: false; args: ArchiveArgs }
+  | { command: 'ssh'; help: false; args: SshArgs }
+  | { command: 'port-forward'; help: false; args: ForwardArgs };
 
 const CONNECTION_OPTIONS = {
   namespace: { type: 'string', short: 'n' },
@@ -108,7 +132,7 @@ const CONNECTION_OPTIONS = {
   help: { type: 'boolean', short: 'h' },
 } as const;
 
-const SUBCOMMANDS = new Set<string>(['list', 'end', 'extend', 'cache', 'archive']);
+const SUBCOMMANDS = new Set<string>(['list', 'end', 'extend', 'cache', 'archive', 'ssh', 'port-forward']);
 
 /** Levenshtein distance, for "did you mean". */
 function distance(a: string, b: string): number {
@@ -362,8 +386,90 @@ function parseArchive(argv: string[]): Parsed {
   };
 }
 
+function port(command: Command, what: string, text: string, allowZero = false): number {
+  const value = Number(text);
+  if (!/^\d{1,5}$/.test(text) || value > 65535 || (value === 0 && !allowZero))
+    throw new UsageError(
+      command,
+      `${what} ${JSON.stringify(text)} is not a port: give a number from ${allowZero ? 0 : 1} to 65535`,
+    );
+  return value;
+}
+
+function parseSsh(argv: string[]): Parsed {
+  const command = 'ssh';
+  const dashes = argv.indexOf('--');
+  const own = dashes < 0 ? argv : argv.slice(0, dashes);
+  const { values, positionals } = parsing(command, () =>
+    parseArgs({
+      args: own,
+      allowPositionals: true,
+      strict: true,
+      options: {
+        ...CONNECTION_OPTIONS,
+        port: { type: 'string' },
+        user: { type: 'string', short: 'l' },
+        ssh: { type: 'string' },
+      },
+    }),
+  );
+  if (values.help) return { command, help: true };
+  return {
+    command,
+    help: false,
+    args: {
+      ...connection(values),
+      name: oneName(command, positionals),
+      port: values.port === undefined ? 22 : port(command, '--port', values.port),
+      user: values.user,
+      ssh: values.ssh ?? 'ssh',
+      sshArgs: dashes < 0 ? [] : argv.slice(dashes + 1),
+    },
+  };
+}
+
+function parseForward(argv: string[]): Parsed {
+  const command = 'port-forward';
+  const { values, positionals } = parsing(command, () =>
+    parseArgs({
+      args: argv,
+      allowPositionals: true,
+      strict: true,
+      options: {
+        ...CONNECTION_OPTIONS,
+        address: { type: 'string', default: '127.0.0.1' },
+        stdio: { type: 'boolean', default: false },
+      },
+    }),
+  );
+  if (values.help) return { command, help: true };
+  if (positionals.length !== 2)
+    throw new UsageError(
+      command,
+      positionals.length < 2
+        ? 'port-forward needs the session and a port: kubectl browse port-forward NAME [LOCAL:]PORT (e.g. 8080:80)'
+        : `port-forward takes NAME and one [LOCAL:]PORT, got ${positionals.length - 1} ports: ${positionals.slice(1).join(' ')}`,
+    );
+  const [name, ports] = positionals as [string, string];
+  const [local, remote] = ports.includes(':') ? ports.split(':', 2) : [ports, ports];
+  return {
+    command,
+    help: false,
+    args: {
+      ...connection(values),
+      name,
+      remotePort: port(command, 'the VM port', remote!),
+      localPort: port(command, 'the local port', local!, true),
+      address: values.address as string,
+      stdio: values.stdio === true,
+    },
+  };
+}
+
 function parseSubcommand(command: Exclude<Command, 'create'>, argv: string[]): Parsed {
   if (command === 'archive') return parseArchive(argv);
+  if (command === 'ssh') return parseSsh(argv);
+  if (command === 'port-forward') return parseForward(argv);
   switch (command) {
     case 'list': {
       const { values, positionals } = parsing(command, () =>

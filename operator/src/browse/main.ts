@@ -1,6 +1,6 @@
 #!/usr/bin/env node
 // kubectl browse: the kubectl plugin (an executable named kubectl-browse on PATH) that asks
-// codebrowse for a session and follows it; list, end, extend, cache. Exit status: 0 done, 1 the
+// codebrowse for a session and follows it; list, end, extend, cache, archive, ssh, port-forward. Exit status: 0 done, 1 the
 // server refused or the session failed, 2 bad usage.
 import { ApiError } from '../runtime/client.ts';
 import { KubeconfigError } from '../runtime/kubeconfig.ts';
@@ -10,6 +10,7 @@ import { PortalError, cacheCommand } from './cache.ts';
 import { type Io, createCommand } from './create.ts';
 import { NotFoundError, endCommand } from './end.ts';
 import { ExtendError, extendCommand } from './extend.ts';
+import { ForwardError, portForwardCommand, sshCommand } from './forward.ts';
 import { printable } from './format.ts';
 import { listCommand } from './list.ts';
 import { type Command, USAGES } from './usage.ts';
@@ -41,6 +42,10 @@ export async function main(
         return await cacheCommand(parsed.args, io);
       case 'archive':
         return await archiveCommand(parsed.args, io);
+      case 'ssh':
+        return await sshCommand(parsed.args, io);
+      case 'port-forward':
+        return await portForwardCommand(parsed.args, io);
     }
   } catch (error) {
     if (error instanceof UsageError) {
@@ -57,7 +62,8 @@ export async function main(
       error instanceof KubeconfigError ||
       error instanceof NotFoundError ||
       error instanceof ExtendError ||
-      error instanceof PortalError
+      error instanceof PortalError ||
+      error instanceof ForwardError
     ) {
       io.stderr.write(`kubectl browse: ${error.message}\n`);
       return 1;

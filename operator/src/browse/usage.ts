@@ -36,6 +36,8 @@ Other commands:
   kubectl browse extend NAME --by 30m
   kubectl browse cache      recent downloads (--popular: the most browsed; --also URL)
   kubectl browse archive    list|create|restore|delete archived sessions
+  kubectl browse ssh NAME   log in through the Kubernetes API (sessions of PodNetwork pools)
+  kubectl browse port-forward NAME [LOCAL:]PORT
 `;
 
 export const LIST_USAGE = `Usage: kubectl browse list [flags]
@@ -125,6 +127,36 @@ Exit status: 0 done, 1 refused by the server (another user's archive is not your
 failed, 2 bad usage.
 `;
 
+export const SSH_USAGE = `Usage: kubectl browse ssh NAME [flags] [-- SSH ARGS]
+
+Logs in to the session's VM with ssh, through the Kubernetes API: KubeVirt's port-forward
+(virt-api) carries the connection, so this works where the VM's address is not reachable, such as
+a session of a pool with addressing PodNetwork (its address is a pod IP inside the cluster). Only
+the session's user may: the operator lets that user, and nobody else, port-forward to that VM.
+Sessions of pools on the hosts' LAN are reached directly: ssh USER@HOSTNAME.
+
+Flags:
+      --port N              the VM's ssh port (default 22)
+  -l, --user NAME           log in as NAME (default: the session's spec.user)
+      --ssh PATH            the ssh client (default ssh from PATH)
+  -- SSH ARGS               ssh options and a remote command, e.g. -- -i ~/.ssh/id_ed25519 uname -a
+${CONNECTION}
+
+Exit status: ssh's, or 1 when the session has no running VM or the API server refused.
+`;
+
+export const PORT_FORWARD_USAGE = `Usage: kubectl browse port-forward NAME [LOCAL:]PORT [flags]
+
+Forwards LOCAL (default: the same number; 0 picks a free one) on this machine to PORT of the
+session's VM, through KubeVirt's port-forward (virt-api), one WebSocket per connection, until
+interrupted.
+
+Flags:
+      --address ADDR        where to listen (default 127.0.0.1)
+      --stdio               one connection on stdin and stdout instead (ssh's ProxyCommand)
+${CONNECTION}
+`;
+
 export const USAGES = {
   create: CREATE_USAGE,
   list: LIST_USAGE,
@@ -132,6 +164,8 @@ export const USAGES = {
   extend: EXTEND_USAGE,
   cache: CACHE_USAGE,
   archive: ARCHIVE_USAGE,
+  ssh: SSH_USAGE,
+  'port-forward': PORT_FORWARD_USAGE,
 } as const;
 
 export type Command = keyof typeof USAGES;

@@ -26,6 +26,8 @@ export interface ControllerSettings {
   random?: () => number;
   /** The VM namespace (the pools' spec.vmNamespace): codebrowse's Secrets are read only there. */
   vmNamespace?: string;
+  /** What the API server puts before user names (RoleBindings that let a user port-forward to their VM). */
+  usernamePrefix?: string;
   /** Label prefixes copied from sessions and archives onto what is made for them (vm/carried-labels.ts). */
   carryLabelPrefixes?: string[];
 }
@@ -35,22 +37,24 @@ export function registerControllers(manager: Manager, settings: ControllerSettin
   // Shared caches (one list+watch per kind for all controllers).
   const pools = () => manager.informer<ServerPool>(Resources.ServerPool);
   const sessions = () => manager.informer<BrowseSession>(Resources.BrowseSession);
-  manager.addController(serverPoolController({ pools }));
+  const vmNamespace = settings.vmNamespace ?? DEFAULT_VM_NAMESPACE;
+  manager.addController(serverPoolController({ pools, vmNamespace }));
   const metrics = settings.registry ? sessionMetrics(settings.registry, sessions, pools) : undefined;
   manager.addController(
     browseSessionController({
       onReady: (session) => metrics?.ready(session),
       onClaim: (kind) => metrics?.claim(kind),
       sessions,
+      pools,
+      vmNamespace,
       workers: settings.workers,
       random: settings.random,
       portalUrl: settings.portalUrl,
+      usernamePrefix: settings.usernamePrefix,
       pageBaseUrl: settings.pageBaseUrl,
       mailer: settings.mailer,
     }),
   );
   manager.addController(sessionArchiveController());
-  manager.addController(
-    warmPoolController({ portalUrl: settings.portalUrl, vmNamespace: settings.vmNamespace ?? DEFAULT_VM_NAMESPACE }),
-  );
+  manager.addController(warmPoolController({ portalUrl: settings.portalUrl, vmNamespace, pools }));
 }

@@ -24,6 +24,8 @@ export interface SessionMailFacts {
   pageUrl: string;
   hostname?: string;
   ip?: string;
+  /** PodNetwork: the address is a pod IP inside the cluster, and users get in with kubectl browse ssh. */
+  addressing?: string;
   os: string;
   image?: string;
   /** ISO 8601. */
@@ -189,13 +191,52 @@ function composeMail(kind: SessionMailKind, facts: SessionMailFacts): { subject:
   }
 }
 
+/**
+ * How the user logs in: ssh to the host name (or, without DNS, the address) on the hosts' LAN; or,
+ * when the address is a pod IP only the cluster reaches (addressing PodNetwork), through the
+ * Kubernetes API with kubectl browse ssh. Undefined while there is nothing to log in to.
+ */
+export function loginCommand(facts: {
+  user: string;
+  sessionName: string;
+  namespace: string;
+  hostname?: string;
+  ip?: string;
+  addressing?: string;
+}): { command: string; via: 'network' | 'kubernetes' } | undefined {
+  if (facts.addressing === 'PodNetwork')
+    return facts.ip
+      ? {
+          command: `kubectl browse ssh ${oneLine(facts.sessionName)} -n ${oneLine(facts.namespace)}`,
+          via: 'kubernetes',
+        }
+      : undefined;
+  const target = facts.hostname || facts.ip;
+  return target ? { command: `ssh ${oneLine(facts.user)}@${oneLine(target)}`, via: 'network' } : undefined;
+}
+
 function machineRows(facts: SessionMailFacts): FactRow[] {
   const rows: FactRow[] = [];
   if (facts.hostname) rows.push({ label: 'Host name', value: [{ code: oneLine(facts.hostname) }] });
-  if (facts.ip) rows.push({ label: 'IP address', value: [{ code: oneLine(facts.ip) }] });
-  // Without a host name (DNS not set up) the address is what the user logs in to.
-  const target = facts.hostname || facts.ip;
-  if (target) rows.push({ label: 'Log in', value: [{ code: `ssh ${oneLine(facts.user)}@${oneLine(target)}` }] });
+  if (facts.ip)
+    rows.push({
+      label: 'IP address',
+      value: [
+        { code: oneLine(facts.ip) },
+        ...(facts.addressing === 'PodNetwork' ? [' (inside the cluster only)'] : []),
+      ],
+    });
+  const login = loginCommand(facts);
+  if (login)
+    rows.push({
+      label: 'Log in',
+      value: [
+        { code: login.command },
+        ...(login.via === 'kubernetes'
+          ? [' (through the Kubernetes API: the kubectl browse plugin, with your cluster login)']
+          : []),
+      ],
+    });
   if (facts.expiresAt) rows.push({ label: 'Expires', value: expiryText(facts.expiresAt) });
   if (facts.duration) rows.push({ label: 'Booked for', value: [oneLine(facts.duration)] });
   rows.push({ label: 'OS', value: [oneLine(facts.os)] });

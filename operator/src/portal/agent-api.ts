@@ -25,7 +25,9 @@ import {
   packageRef,
 } from '../api/browsesession.ts';
 import { durationOr } from '../api/duration.ts';
-import type { BrowseSession } from '../api/objects.ts';
+import type { BrowseSession, ServerPool } from '../api/objects.ts';
+import { formatAddress, parseCidr } from '../ipam/address.ts';
+import { LAN_INTERFACE, addressingOf } from '../vm/pool-network.ts';
 import { type KubeClient, isConflict } from '../runtime/client.ts';
 import { type Condition, setCondition, toApiTime } from '../runtime/conditions.ts';
 import type { Informer } from '../runtime/informer.ts';
@@ -158,11 +160,16 @@ export class AgentApi {
     );
     const password = login?.data?.password ? Buffer.from(login.data.password, 'base64').toString('utf8') : undefined;
     const run = session.spec.mode === 'Run' && session.spec.run;
+    const pool = await this.deps.client.get<ServerPool>(Resources.ServerPool, session.spec.pool);
+    const network = pool
+      ? guestNetwork(pool, vm, status.ip ?? vm.metadata.annotations?.[ANNOTATIONS.address])
+      : undefined;
     send(res, 200, {
       session: `${session.metadata.namespace}/${session.metadata.name}`,
       uid: session.metadata.uid,
       hostname: status.hostname ?? `${session.spec.user}`,
-      ip: status.ip ?? vm.metadata.annotations?.[ANNOTATIONS.address],
+      // Addressing Attachment: the address goes on the NIC with network.mac; PodNetwork: none to set.
+      ...(network ? { ip: network.address, network } : {}),
       user: session.spec.user,
       // A test run needs no login: no password, no keys, no ssh.
       ...(run
@@ -395,4 +402,33 @@ export function packageFileName(url: string, index: number): string {
     .replace(/^[.-]+/, '')
     .slice(-128);
   return safe && !/^_*$/.test(safe) ? safe : `package-${index}`;
+}
+
+/**
+ * What the guest sets on its pool-network NIC (addressing Attachment): the session's address with
+ * the pool range's prefix (the LAN the hosts share), the gateway and DNS servers, and the NIC's MAC
+ * (from the VM's spec) so the guest picks the right one. Undefined for PodNetwork (DHCP on the pod
+ * NIC is all) or when the VM has no such NIC.
+ */
+export function guestNetwork(
+  pool: ServerPool,
+  vm: VirtualMachine,
+  address: string | undefined,
+):
+  | { mac: string; address: string; prefixLength: number; gateway?: string; dns?: string[]; broadcast?: string }
+  | undefined {
+  if (addressingOf(pool) !== 'Attachment' || !pool.spec.addresses || !address) return undefined;
+  const mac = vm.spec?.template?.spec?.domain?.devices?.interfaces?.find((i) => i.name === LAN_INTERFACE)?.macAddress;
+  if (!mac) return undefined;
+  const range = parseCidr(pool.spec.addresses.cidr);
+  const last = range.base + (1n << BigInt(range.bits - range.prefix)) - 1n;
+  return {
+    mac,
+    address,
+    prefixLength: range.prefix,
+    ...(pool.spec.addresses.gateway ? { gateway: pool.spec.addresses.gateway } : {}),
+    ...(pool.spec.network?.dns?.length ? { dns: pool.spec.network.dns } : {}),
+    // The paper's one broadcast ping to the subnet after the address is set (IPv4 only).
+    ...(range.family === 4 ? { broadcast: formatAddress(4, last) } : {}),
+  };
 }

@@ -258,6 +258,7 @@ export class SessionPages {
       phase: status.phase ?? 'Pending',
       hostname: status.hostname,
       ip: status.ip,
+      addressing: status.addressing,
       os: session.spec.os,
       image: status.image ?? image?.name,
       readyAt: status.readyAt,

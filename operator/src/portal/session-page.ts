@@ -5,6 +5,7 @@
 import { formatBytes } from '../browse/format.ts';
 import type { AlsoBrowsedPackage, PopularPackage } from '../fetch/rankings.ts';
 import type { StoreEntry } from '../fetch/store.ts';
+import { loginCommand } from '../notify/render.ts';
 
 export interface ArchiveView {
   name: string;
@@ -22,6 +23,8 @@ export interface SessionView {
   phase: string;
   hostname?: string;
   ip?: string;
+  /** The session's status.addressing (PodNetwork: get in through the Kubernetes API). */
+  addressing?: string;
   os: string;
   image?: string;
   readyAt?: string;
@@ -124,8 +127,10 @@ ${body}
 }
 
 export function renderSessionPage(view: SessionView): string {
-  const ssh = view.hostname ? `ssh ${view.user}@${view.hostname}` : undefined;
-  const telnet = view.hostname && view.access.includes('telnet') ? `telnet ${view.hostname}` : undefined;
+  const login = loginCommand({ ...view, sessionName: view.name });
+  const ssh = login?.command;
+  const telnet =
+    view.hostname && login?.via === 'network' && view.access.includes('telnet') ? `telnet ${view.hostname}` : undefined;
   const packages = view.packages
     .map((pkg, i) => {
       const state = pkg.installed === true ? 'installed' : pkg.installed === false ? 'failed' : 'pending';
@@ -156,7 +161,11 @@ ${row('User', 'user', text(view.user))}
 <h2>How to connect</h2>
 ${
   ssh
-    ? `<div class="connect"><code data-field="ssh">${text(ssh)}</code> <button type="button" data-action="copy" data-copy="${escapeHtml(ssh)}">Copy</button></div>`
+    ? `<div class="connect"><code data-field="ssh">${text(ssh)}</code> <button type="button" data-action="copy" data-copy="${escapeHtml(ssh)}">Copy</button></div>${
+        login?.via === 'kubernetes'
+          ? `<p data-field="connect-how">This machine's address is inside the cluster only (its pool gives sessions their pod IP), so log in through the Kubernetes API: with the <code>kubectl browse</code> plugin and your cluster login, which lets only you reach it.</p>`
+          : ''
+      }`
     : '<p class="muted">The machine is not ready yet.</p>'
 }
 ${telnet ? `<div class="connect"><code data-field="telnet">${text(telnet)}</code></div>` : ''}

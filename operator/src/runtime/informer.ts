@@ -5,7 +5,7 @@
 // change exactly as if the watch had never broken.
 import { setTimeout as wait } from 'node:timers/promises';
 import type { Logger } from 'pino';
-import { type KubeClient, type KubeObject, isGone } from './client.ts';
+import { type KubeClient, type KubeObject, isGone, isNotFound } from './client.ts';
 import type { OperatorMetrics } from './metrics.ts';
 import { type ResourceType, resourceName } from './resources.ts';
 
@@ -35,6 +35,12 @@ export interface InformerOptions {
   /** Retry delays after errors: min(base * 2^n, max) with jitter. Defaults 1 s and 30 s. */
   backoffBaseMs?: number;
   backoffMaxMs?: number;
+  /**
+   * An API the cluster may not serve (a CRD of an add-on, such as Multus's
+   * NetworkAttachmentDefinition): a 404 on the list counts as an empty, synced cache (`served`
+   * false), and the list is tried again every `backoffMaxMs` until the API appears.
+   */
+  optional?: boolean;
 }
 
 export function objectKey(object: KubeObject): string {
@@ -84,8 +90,10 @@ function isNewer(a: string | undefined, b: string | undefined): boolean {
 export class Informer<T extends KubeObject = KubeObject> {
   readonly type: ResourceType;
   private readonly client: KubeClient;
-  private readonly options: Required<Omit<InformerOptions, 'namespace' | 'labelSelector' | 'fieldSelector'>> &
-    Pick<InformerOptions, 'namespace' | 'labelSelector' | 'fieldSelector'>;
+  private readonly options: Required<
+    Omit<InformerOptions, 'namespace' | 'labelSelector' | 'fieldSelector' | 'optional'>
+  > &
+    Pick<InformerOptions, 'namespace' | 'labelSelector' | 'fieldSelector' | 'optional'>;
   private readonly log: Logger;
   private readonly metrics: OperatorMetrics | undefined;
   private readonly cache = new Map<string, T>();
@@ -98,6 +106,7 @@ export class Informer<T extends KubeObject = KubeObject> {
   private running: Promise<void> | undefined;
   private resyncTimer: NodeJS.Timeout | undefined;
   private synced = false;
+  private notServed = false;
   private lastResourceVersion = '';
   /** Watches restarted, by reason; also exported as a metric. */
   readonly restarts: Record<'closed' | 'error' | 'gone' | 'stale', number> = {
@@ -133,6 +142,11 @@ export class Informer<T extends KubeObject = KubeObject> {
 
   get hasSynced(): boolean {
     return this.synced;
+  }
+
+  /** False while an optional API answers 404 (not installed in this cluster). */
+  get served(): boolean {
+    return !this.notServed;
   }
 
   on(handler: InformerHandler<T>): void {
@@ -256,7 +270,10 @@ export class Informer<T extends KubeObject = KubeObject> {
     while (!stop.aborted) {
       try {
         if (needList) {
-          await this.relist();
+          if (!(await this.relist())) {
+            await pause(this.options.backoffMaxMs, stop);
+            continue;
+          }
           needList = false;
         }
         await this.watchOnce();
@@ -293,11 +310,28 @@ export class Informer<T extends KubeObject = KubeObject> {
     return Math.round(delay * (0.8 + Math.random() * 0.4));
   }
 
-  private async relist(): Promise<void> {
-    const { items, resourceVersion } = await this.client.list<T>(this.type, this.options.namespace, {
-      labelSelector: this.options.labelSelector,
-      fieldSelector: this.options.fieldSelector,
-    });
+  /** Lists and diffs; false when an optional API is not served (the cache is then empty and synced). */
+  private async relist(): Promise<boolean> {
+    let listed: { items: T[]; resourceVersion: string };
+    try {
+      listed = await this.client.list<T>(this.type, this.options.namespace, {
+        labelSelector: this.options.labelSelector,
+        fieldSelector: this.options.fieldSelector,
+      });
+    } catch (error) {
+      if (!this.options.optional || !isNotFound(error)) throw error;
+      if (!this.notServed) this.log.info('the API is not served in this cluster; looking again every so often');
+      this.notServed = true;
+      for (const [key, object] of [...this.cache]) {
+        this.forget(key);
+        this.emit({ type: 'deleted', object });
+      }
+      this.markSynced(0, '');
+      return false;
+    }
+    if (this.notServed) this.log.info('the API is served now');
+    this.notServed = false;
+    const { items, resourceVersion } = listed;
     const seen = new Set<string>();
     const wasSynced = this.synced;
     for (const listed of items) {
@@ -318,12 +352,16 @@ export class Informer<T extends KubeObject = KubeObject> {
       this.emit({ type: 'deleted', object });
     }
     this.lastResourceVersion = resourceVersion;
+    if (!wasSynced) this.markSynced(items.length, resourceVersion);
+    return true;
+  }
+
+  private markSynced(objects: number, resourceVersion: string): void {
+    if (this.synced) return;
     this.synced = true;
     this.metrics?.informerSynced.set({ resource: resourceName(this.type) }, 1);
-    if (!wasSynced) {
-      this.log.info({ objects: items.length, resourceVersion }, 'cache synced');
-      for (const wake of this.syncWaiters.splice(0)) wake();
-    }
+    this.log.info({ objects, resourceVersion }, 'cache synced');
+    for (const wake of this.syncWaiters.splice(0)) wake();
   }
 
   private async watchOnce(): Promise<void> {

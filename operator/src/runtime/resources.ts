@@ -42,6 +42,8 @@ export const Resources = {
   Event: kind('', 'v1', 'Event', 'events'),
   PersistentVolumeClaim: kind('', 'v1', 'PersistentVolumeClaim', 'persistentvolumeclaims'),
   Lease: kind('coordination.k8s.io', 'v1', 'Lease', 'leases'),
+  Role: kind('rbac.authorization.k8s.io', 'v1', 'Role', 'roles'),
+  RoleBinding: kind('rbac.authorization.k8s.io', 'v1', 'RoleBinding', 'rolebindings'),
   ServerPool: kind('codebrowse.io', 'v1alpha1', 'ServerPool', 'serverpools', false),
   DownloadRequest: kind('codebrowse.io', 'v1alpha1', 'DownloadRequest', 'downloadrequests'),
   BrowseSession: kind('codebrowse.io', 'v1alpha1', 'BrowseSession', 'browsesessions'),
@@ -57,6 +59,13 @@ export const Resources = {
   ),
   VirtualMachineClone: kind('clone.kubevirt.io', 'v1beta1', 'VirtualMachineClone', 'virtualmachineclones'),
   DNSEndpoint: kind('externaldns.k8s.io', 'v1alpha1', 'DNSEndpoint', 'dnsendpoints'),
+  /** Multus's (the Network Plumbing Working Group's): a pool network on the hosts' LAN. */
+  NetworkAttachmentDefinition: kind(
+    'k8s.cni.cncf.io',
+    'v1',
+    'NetworkAttachmentDefinition',
+    'network-attachment-definitions',
+  ),
 } as const satisfies Record<string, ResourceType>;
 
 export { kind as defineResource };

@@ -9,6 +9,7 @@ import { controllerReference } from '../runtime/apply.ts';
 import type { KubeObject } from '../runtime/client.ts';
 import { Resources } from '../runtime/resources.ts';
 import { carriedLabels } from './carried-labels.ts';
+import { LAN_INTERFACE, lanMac, multusNetworkName } from './pool-network.ts';
 
 export const LABELS = {
   pool: 'codebrowse.io/pool',
@@ -87,7 +88,8 @@ export function buildVirtualMachine(
   name: string,
   placement: { node: string; session?: BrowseSession; ip?: string },
 ): VirtualMachine {
-  const claim = placement.session && placement.ip ? { session: placement.session, ip: placement.ip } : undefined;
+  // A session's VM (its address too, addressing Attachment), or a warm one nobody has claimed.
+  const claim = placement.session ? { session: placement.session, ip: placement.ip } : undefined;
   const namespace = vmNamespace(pool);
   // The labels of what it is made for (the session, or the pool for a warm VM) come along, so
   // tools that select by label see it.
@@ -103,11 +105,14 @@ export function buildVirtualMachine(
     [ANNOTATIONS.goldenSnapshot]: image.snapshot,
     ...(claim
       ? {
-          [ANNOTATIONS.address]: claim.ip,
+          ...(claim.ip ? { [ANNOTATIONS.address]: claim.ip } : {}),
           [ANNOTATIONS.sessionRef]: `${claim.session.metadata.namespace}/${claim.session.metadata.name}`,
         }
       : {}),
   };
+  // Addressing Attachment: a second NIC on the pool's Multus network, with a MAC of ours, where the
+  // guest agent puts the session's address; the pod network's NIC stays for reaching the portal.
+  const lan = multusNetworkName(pool);
   return {
     apiVersion: 'kubevirt.io/v1',
     kind: 'VirtualMachine',
@@ -132,15 +137,23 @@ export function buildVirtualMachine(
           domain: {
             cpu: { cores: image.cores ?? 1 },
             resources: { requests: { memory: image.memory ?? '1Gi' } },
+            ...firmwareOf(image),
             devices: {
+              ...(image.firmware?.tpm ? { tpm: {} } : {}),
               disks: [
                 { name: 'root', disk: { bus: 'virtio' } },
                 { name: 'agent', disk: { bus: 'virtio' } },
               ],
-              interfaces: [{ name: 'default', bridge: {} }],
+              interfaces: [
+                { name: 'default', bridge: {} },
+                ...(lan ? [{ name: LAN_INTERFACE, bridge: {}, macAddress: lanMac(namespace, name) }] : []),
+              ],
             },
           },
-          networks: [{ name: 'default', pod: {} }],
+          networks: [
+            { name: 'default', pod: {} },
+            ...(lan ? [{ name: LAN_INTERFACE, multus: { networkName: lan } }] : []),
+          ],
           volumes: [
             { name: 'root', dataVolume: { name: `${name}-root` } },
             { name: 'agent', cloudInitNoCloud: { secretRef: { name: agentSecretName(name) } } },
@@ -149,6 +162,55 @@ export function buildVirtualMachine(
       },
     },
   } as VirtualMachine;
+}
+
+/**
+ * The domain settings of an image's firmware (KubeVirt v1 DomainSpec): EFI with or without secure
+ * boot (secure boot needs SMM: virt-api's vmi-create-admitter refuses it without), and for Windows
+ * the Hyper-V enlightenments and clock of KubeVirt's own Windows examples (without them Windows
+ * runs slowly and its clock drifts).
+ */
+export function firmwareOf(image: PoolImage): Record<string, unknown> {
+  const secureBoot = image.firmware?.secureBoot ?? false;
+  const efi = image.firmware?.bootloader === 'EFI';
+  const windows = image.os === 'windows';
+  return {
+    ...(efi ? { firmware: { bootloader: { efi: { secureBoot } } } } : {}),
+    ...(secureBoot || windows
+      ? {
+          features: {
+            ...(secureBoot ? { smm: { enabled: true } } : {}),
+            ...(windows
+              ? {
+                  acpi: {},
+                  apic: {},
+                  hyperv: {
+                    relaxed: {},
+                    vapic: {},
+                    spinlocks: { spinlocks: 8191 },
+                    vpindex: {},
+                    synic: {},
+                    synictimer: {},
+                  },
+                }
+              : {}),
+          },
+        }
+      : {}),
+    ...(windows
+      ? {
+          clock: {
+            utc: {},
+            timer: {
+              hpet: { present: false },
+              pit: { tickPolicy: 'delay' },
+              rtc: { tickPolicy: 'catchup' },
+              hyperv: {},
+            },
+          },
+        }
+      : {}),
+  };
 }
 
 /** The per-VM Secret the guest agent authenticates with (cloud-init user data carries it in). */
@@ -167,6 +229,8 @@ export function buildAgentSecret(
     '    content: |',
     `      CODEBROWSE_PORTAL=${portalUrl}`,
     `      CODEBROWSE_TOKEN=${token}`,
+    // The NIC on the pool network: the agent keeps DHCP off it and puts the session's address there.
+    ...(multusNetworkName(pool) ? [`      CODEBROWSE_LAN_MAC=${lanMac(vmNamespace(pool), vmName)}`] : []),
   ].join('\n');
   return {
     apiVersion: 'v1',

@@ -251,6 +251,15 @@ const BAD_MANIFESTS: [string, () => Manifest, string, string][] = [
     'spec.addresses.reserved',
     'IP addresses or CIDRs',
   ],
+  [
+    'secure boot on a BIOS image',
+    () =>
+      pool({
+        images: [{ name: 'w', os: 'windows', snapshot: 'w-golden', firmware: { secureBoot: true, tpm: true } }],
+      }),
+    'spec.images[0].firmware.secureBoot',
+    'needs bootloader: EFI',
+  ],
   ['zero sessions per node', () => pool({ sessionsPerNode: 0 }), 'spec.sessionsPerNode', 'greater than or equal to 1'],
   ['a pool without images', () => pool({ images: [] }), 'spec.images', 'at least 1'],
   [

@@ -142,5 +142,5 @@ describe('kubectl browse list, extend, cache and end', () => {
       code: 1,
       stderr: `kubectl browse: no session nope in namespace ${ns.name}: see kubectl browse list -n ${ns.name}\n`,
     });
-  }, 120_000);
+  }, 300_000);
 });

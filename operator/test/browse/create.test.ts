@@ -137,7 +137,7 @@ describe('kubectl browse URL', () => {
     expect(screen).not.toMatch(/[⠋⠙⠹⠸⠼⠴⠦⠧⠇⠏]/);
     expect(screen).not.toMatch(/\[█*░+█*\]/);
     expect(page).toMatch(/^https:\/\/codebrowse\.example\.org\//);
-  }, 90_000);
+  }, 240_000);
 
   it('through a pipe: plain lines in step order, no escape codes', async () => {
     const name = uniqueName('pipe');
@@ -169,7 +169,7 @@ describe('kubectl browse URL', () => {
       `Page:     ${session.status!.url}\n`,
       `SSH:      ssh ${user}@${hostname}\n`,
     ]);
-  }, 90_000);
+  }, 240_000);
 
   it('--output json: prints the Ready session as JSON on stdout, and the steps as plain lines on stderr', async () => {
     const name = uniqueName('json');
@@ -187,7 +187,7 @@ describe('kubectl browse URL', () => {
     expect(printed.spec.user).toBe(user);
     expect(result.stderr).not.toContain(ESC);
     expectInOrder(result.stderr, [`Created session ${name}`, 'Downloaded package 1/1', 'Ready: ']);
-  }, 90_000);
+  }, 240_000);
 
   it("a session that fails: exit 1 with the Failed condition's reason and message", async () => {
     const name = uniqueName('fails');

@@ -82,6 +82,7 @@ describe('bad usage', () => {
         metadata: { name },
         spec: {
           addresses: { cidr: '10.99.0.0/24', nodePrefix: 26 },
+          network: { attachment: 'lan' },
           images: [{ name: 'debian-12', os: 'linux', snapshot: 'debian-12-golden' }],
           dns: { zone: 'sessions.example.org' },
         },

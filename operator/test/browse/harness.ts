@@ -160,7 +160,8 @@ export async function playAgent(
       const running = s?.status?.conditions?.some((c) => c.type === 'VMReady' && c.status === 'True');
       return s?.status?.vm && running ? s : undefined;
     },
-    30_000,
+    // KubeVirt's controllers (shared by every test file of the run) start it: on a busy machine, slowly.
+    120_000,
   );
   const secret = await world.client.get<Secret>(Resources.Secret, `${session.status!.vm}-agent`, 'codebrowse-vms');
   const token = Buffer.from(secret!.data!.token!, 'base64').toString('utf8');

@@ -90,6 +90,7 @@ async function pool(downloads: ServerPool['spec']['downloads']): Promise<string>
     spec: {
       nodeSelector: { 'codebrowse.test/none': name },
       addresses: { cidr: '10.98.0.0/24', nodePrefix: 28 },
+      network: { attachment: 'lan' },
       images: [{ name: 'debian-12', os: 'linux', snapshot: 'golden' }],
       dns: { zone: 'sessions.example.org' },
       downloads,

@@ -68,6 +68,7 @@ beforeAll(async () => {
     spec: {
       nodeSelector: { 'codebrowse.test/none': pool },
       addresses: { cidr: '10.99.0.0/24', nodePrefix: 28 },
+      network: { attachment: 'lan' },
       images: [{ name: 'debian-12', os: 'linux', snapshot: 'golden' }],
       dns: { zone: 'sessions.example.org' },
       downloads: { allowedNetworks: ['127.0.0.0/8'], maxPackageBytes: 200_000 },

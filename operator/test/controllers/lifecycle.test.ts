@@ -1,7 +1,6 @@
 // A session's whole life against the real API server, kwok playing nodes and KubeVirt, a real SMTP
 // server on loopback, and the test playing the guest agent through the portal's agent API:
 // apply → Ready (VM, address, DNS record, one mail) → expiry releases everything; warm claims.
-import { createHash } from 'node:crypto';
 import { afterEach, beforeEach, describe, expect, it } from '@jest/globals';
 import { testKubeconfigPath, useTestNamespace } from '../../../e2e/cluster/test-env.ts';
 import type { BrowseSession, DownloadRequest, ServerPool } from '../../src/api/objects.ts';
@@ -11,7 +10,7 @@ import { Resources } from '../../src/runtime/resources.ts';
 import type { DNSEndpoint, Secret, VirtualMachine, VirtualMachineInstance } from '../../src/vm/builders.ts';
 import { TestSmtpServer } from '../notify/smtp.ts';
 import { clientFor, eventually } from '../runtime/harness.ts';
-import { type World, startWorld, uniqueName } from './world.ts';
+import { type World, playGuestAgent, startWorld, uniqueName } from './world.ts';
 
 const admin = clientFor(testKubeconfigPath());
 const ns = useTestNamespace('life');
@@ -71,40 +70,7 @@ async function sessionWhere(
 
 /** The guest agent of the session's VM, played through the portal: manifest, one report per package, done. */
 async function playAgent(session: string, installed = true): Promise<Record<string, unknown>> {
-  const withVm = await sessionWhere(session, 'has a VM', (s) => !!s.status?.vm);
-  const secret = await admin.get<Secret>(Resources.Secret, `${withVm.status!.vm}-agent`, 'codebrowse-vms');
-  const token = Buffer.from(secret!.data!.token!, 'base64').toString('utf8');
-  const headers = { authorization: `Bearer ${token}`, 'content-type': 'application/json' };
-  const manifest = await eventually('the manifest', async () => {
-    const res = await fetch(`${world.portalUrl}/agent/v1/manifest`, { headers });
-    return res.status === 200 ? ((await res.json()) as Record<string, unknown>) : undefined;
-  });
-  for (const pkg of manifest.packages as { index: number; url: string; digest: string; download: string }[]) {
-    // The agent fetches each package from the store through the portal and checks its digest.
-    const content = await fetch(`${world.portalUrl}${pkg.download}`, { headers });
-    expect(content.status).toBe(200);
-    const bytes = Buffer.from(await content.arrayBuffer());
-    expect(`sha256:${createHash('sha256').update(bytes).digest('hex')}`).toBe(pkg.digest);
-    expect(bytes.toString('utf8')).toContain(`package ${new URL(pkg.url).pathname}`);
-    const res = await fetch(`${world.portalUrl}/agent/v1/report`, {
-      method: 'POST',
-      headers,
-      body: JSON.stringify({
-        package: pkg.index,
-        installed,
-        exitCode: installed ? 0 : 2,
-        message: installed ? 'make install: done' : 'make: *** no rule',
-      }),
-    });
-    expect(res.status).toBe(204);
-  }
-  const done = await fetch(`${world.portalUrl}/agent/v1/done`, {
-    method: 'POST',
-    headers,
-    body: JSON.stringify({ installed }),
-  });
-  expect(done.status).toBe(204);
-  return manifest;
+  return playGuestAgent(world, admin, ns.name, session, installed);
 }
 
 describe('a session', () => {

@@ -2,6 +2,7 @@
 // random moments while sessions are being placed, 20 times; afterwards no address is held twice,
 // every address lies in its node's subnet, and deleting the sessions gives every address back.
 // Own control plane: this test kills operators that watch the whole cluster.
+import { createLanAttachment } from '../../../e2e/kubevirt/multus.ts';
 import { type ChildProcess, spawn } from 'node:child_process';
 import { mkdtemp, rm } from 'node:fs/promises';
 import { tmpdir } from 'node:os';
@@ -117,12 +118,15 @@ describe('placement under SIGKILL', () => {
     }
     // The pool's golden disk, as the platform provides it (nothing boots it on kwok nodes).
     await createGoldenSnapshot(client, 'codebrowse-vms', 'golden', blankDisk(join(plane.state.dir, 'golden.qcow2')));
+    // The pool network (the hosts' LAN) the session VMs get their second NIC on.
+    await createLanAttachment(client, 'codebrowse-vms', 'lan');
     await client.create<ServerPool>(Resources.ServerPool, {
       metadata: { name: 'crash' },
       spec: {
         nodeSelector: { 'codebrowse.io/host': 'true' },
         sessionsPerNode: 12,
         addresses: { cidr: '10.95.0.0/16', nodePrefix: 26, gateway: '10.95.0.1', reserved: ['10.95.0.64/28'] },
+        network: { attachment: 'lan' },
         images: [{ name: 'debian-12', os: 'linux', snapshot: 'golden' }],
         dns: { zone: 'sessions.example.org' },
         downloads: { allowedNetworks: ['127.0.0.0/8'] },

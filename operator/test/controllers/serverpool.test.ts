@@ -43,7 +43,7 @@ async function sessionWhere(name: string, what: string, check: (s: BrowseSession
 }
 
 function subnetsOf(pool: ServerPool): Record<string, string> {
-  return Object.fromEntries((pool.status?.nodes ?? []).map((n) => [n.name, n.subnet]));
+  return Object.fromEntries((pool.status?.nodes ?? []).map((n) => [n.name, n.subnet ?? '']));
 }
 
 describe('a ServerPool', () => {

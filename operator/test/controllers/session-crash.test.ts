@@ -2,6 +2,7 @@
 // are in, then restarted: every session still reaches Ready with one VM, one address and one mail.
 // Real processes (operator, downloader, portal, kwok-agent) on an own control plane with kwok,
 // packages from a loopback server, mail to a real SMTP server on loopback.
+import { createLanAttachment } from '../../../e2e/kubevirt/multus.ts';
 import { type ChildProcess, spawn } from 'node:child_process';
 import { mkdtemp, rm } from 'node:fs/promises';
 import { tmpdir } from 'node:os';
@@ -109,12 +110,15 @@ describe('the session flow under SIGKILL', () => {
       await client.create(Resources.Node, kwokNode(`host-${i}`, { 'codebrowse.io/host': 'true' }));
     // The pool's golden disk, as the platform provides it (nothing boots it on kwok nodes).
     await createGoldenSnapshot(client, 'codebrowse-vms', 'golden', blankDisk(join(plane.state.dir, 'golden.qcow2')));
+    // The pool network (the hosts' LAN) the session VMs get their second NIC on.
+    await createLanAttachment(client, 'codebrowse-vms', 'lan');
     await client.create<ServerPool>(Resources.ServerPool, {
       metadata: { name: 'crash' },
       spec: {
         nodeSelector: { 'codebrowse.io/host': 'true' },
         sessionsPerNode: 10,
         addresses: { cidr: '10.95.0.0/24', nodePrefix: 26 },
+        network: { attachment: 'lan' },
         images: [{ name: 'debian-12', os: 'linux', snapshot: 'golden', warm: 3 }],
         dns: { zone: 'sessions.example.org' },
         downloads: { allowedNetworks: ['127.0.0.0/8'] },

@@ -2,13 +2,14 @@
 // the real API server, kwok nodes, pools and sessions. Every object of a test carries the label
 // codebrowse.test/scope=<scope> and the operator of that test watches only such objects, so test
 // files running side by side on one cluster do not see each other's pools and nodes.
-import { randomBytes } from 'node:crypto';
+import { createHash, randomBytes } from 'node:crypto';
 import { mkdtemp, rm } from 'node:fs/promises';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { KWOK_NODE_ANNOTATION } from '../../../e2e/cluster/control-plane.ts';
 import { kwokNode } from '../../../e2e/cluster/nodes.ts';
 import { blankDisk, createGoldenSnapshotsFor } from '../../../e2e/kubevirt/golden.ts';
+import { createLanAttachment } from '../../../e2e/kubevirt/multus.ts';
 import type { BrowseSessionSpec } from '../../src/api/browsesession.ts';
 import type { BrowseSession, Node, ServerPool } from '../../src/api/objects.ts';
 import type { ServerPoolSpec } from '../../src/api/serverpool.ts';
@@ -21,7 +22,7 @@ import { TestServer } from '../fetch/servers.ts';
 import { portalHandlers, startPortal } from '../../src/portal/server.ts';
 import { SessionPages } from '../../src/portal/pages.ts';
 import { ConsoleProxy, parseConsoleTarget } from '../../src/portal/console.ts';
-import type { KubeClient } from '../../src/runtime/client.ts';
+import type { KubeClient, KubeObject } from '../../src/runtime/client.ts';
 import { Manager } from '../../src/runtime/manager.ts';
 import { OperatorMetrics } from '../../src/runtime/metrics.ts';
 import { Resources } from '../../src/runtime/resources.ts';
@@ -44,12 +45,12 @@ export interface World {
   node(name: string, labels?: Record<string, string>): Promise<Node>;
   /** kwok lets go of the node and it reports NotReady since `sinceMs` ago. */
   makeNotReady(name: string, sinceMs?: number): Promise<void>;
-  /** `labels` are added to the scope label (e.g. kwok.codebrowse.io/boot-time, which warm VMs inherit). */
-  pool(
-    name: string,
-    spec: Partial<ServerPoolSpec> & Pick<ServerPoolSpec, 'addresses'>,
-    labels?: Record<string, string>,
-  ): Promise<ServerPool>;
+  /**
+   * `labels` are added to the scope label (warm VMs inherit those of prefix codebrowse.test/).
+   * Without spec.network, a pool with spec.addresses gets the world's LAN attachment (a
+   * NetworkAttachmentDefinition made for it).
+   */
+  pool(name: string, spec: Partial<ServerPoolSpec>, labels?: Record<string, string>): Promise<ServerPool>;
   /** `labels` are added to the scope label (cold VMs of the session inherit them). */
   session(
     namespace: string,
@@ -83,6 +84,63 @@ export async function readyForVms(client: KubeClient, name: string): Promise<Nod
     },
     60_000,
   );
+}
+
+/**
+ * The guest agent of a session's VM, played through the portal's agent API: the manifest, each
+ * package fetched from the store (its digest checked) and reported, then done. Returns the manifest.
+ */
+export async function playGuestAgent(
+  world: World,
+  client: KubeClient,
+  namespace: string,
+  session: string,
+  installed = true,
+): Promise<Record<string, unknown>> {
+  const vm = await eventually(`session ${session} has a VM`, async () => {
+    const current = await client.get<BrowseSession>(Resources.BrowseSession, session, namespace);
+    return current?.status?.vm;
+  });
+  const secret = await client.get<KubeObject & { data?: Record<string, string> }>(
+    Resources.Secret,
+    `${vm}-agent`,
+    'codebrowse-vms',
+  );
+  const token = Buffer.from(secret!.data!.token!, 'base64').toString('utf8');
+  const headers = { authorization: `Bearer ${token}`, 'content-type': 'application/json' };
+  const manifest = await eventually('the manifest', async () => {
+    const res = await fetch(`${world.portalUrl}/agent/v1/manifest`, { headers });
+    return res.status === 200 ? ((await res.json()) as Record<string, unknown>) : undefined;
+  });
+  for (const pkg of manifest.packages as { index: number; url: string; digest: string; download: string }[]) {
+    const content = await fetch(`${world.portalUrl}${pkg.download}`, { headers });
+    if (content.status !== 200) throw new Error(`package ${pkg.index}: HTTP ${content.status}`);
+    const bytes = Buffer.from(await content.arrayBuffer());
+    const digest = `sha256:${createHash('sha256').update(bytes).digest('hex')}`;
+    if (digest !== pkg.digest)
+      throw new Error(`package ${pkg.index}: digest ${digest}, the manifest says ${pkg.digest}`);
+    // The world's package server answers every path with its own name.
+    if (!bytes.toString('utf8').includes(`package ${new URL(pkg.url).pathname}`))
+      throw new Error(`package ${pkg.index}: not the bytes of ${pkg.url}`);
+    const res = await fetch(`${world.portalUrl}/agent/v1/report`, {
+      method: 'POST',
+      headers,
+      body: JSON.stringify({
+        package: pkg.index,
+        installed,
+        exitCode: installed ? 0 : 2,
+        message: installed ? 'make install: done' : 'make: *** no rule',
+      }),
+    });
+    if (res.status !== 204) throw new Error(`report of package ${pkg.index}: HTTP ${res.status}`);
+  }
+  const done = await fetch(`${world.portalUrl}/agent/v1/done`, {
+    method: 'POST',
+    headers,
+    body: JSON.stringify({ installed }),
+  });
+  if (done.status !== 204) throw new Error(`done: HTTP ${done.status}`);
+  return manifest;
 }
 
 export function uniqueName(prefix: string): string {
@@ -192,6 +250,15 @@ export async function startWorld(
       pools.push(name);
       const images = spec.images ?? [{ name: 'debian-12', os: 'linux', snapshot: 'debian-12-golden' }];
       await createGoldenSnapshotsFor(client, { spec: { vmNamespace: spec.vmNamespace, images } }, goldenDisk());
+      const network =
+        spec.network ??
+        (spec.addresses
+          ? {
+              attachment: await createLanAttachment(client, spec.vmNamespace ?? 'codebrowse-vms', `lan-${scope}`, {
+                labels,
+              }),
+            }
+          : { addressing: 'PodNetwork' as const });
       return client.create<ServerPool>(Resources.ServerPool, {
         metadata: { name, labels: { ...extra, ...labels } },
         spec: {
@@ -200,6 +267,7 @@ export async function startWorld(
           dns: { zone: 'sessions.example.org' },
           downloads: { allowedNetworks: ['127.0.0.0/8'] },
           ...spec,
+          network,
         } as ServerPoolSpec,
       });
     },
@@ -223,6 +291,9 @@ export async function startWorld(
       await rm(storeDir, { recursive: true, force: true });
       for (const name of nodes) await client.delete(Resources.Node, name).catch(() => undefined);
       for (const name of pools) await client.delete(Resources.ServerPool, name).catch(() => undefined);
+      await client
+        .delete(Resources.NetworkAttachmentDefinition, `lan-${scope}`, 'codebrowse-vms')
+        .catch(() => undefined);
     },
   };
 }

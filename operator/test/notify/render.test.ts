@@ -49,6 +49,18 @@ describe('renderSessionMail', () => {
     expect(mail.text).not.toContain('Host name');
   });
 
+  it('says to log in through the Kubernetes API when the address is a pod IP (addressing PodNetwork)', () => {
+    const mail = renderSessionMail('ready', {
+      ...FACTS,
+      hostname: undefined,
+      ip: '10.244.1.17',
+      addressing: 'PodNetwork',
+    });
+    expect(mail.text).toContain(`kubectl browse ssh ${FACTS.sessionName} -n ${FACTS.namespace}`);
+    expect(mail.text).toContain('10.244.1.17 (inside the cluster only)');
+    expect(mail.text).not.toContain('ssh alice@');
+  });
+
   it('shows the booked time and the image when given', () => {
     const mail = renderSessionMail('ready', { ...FACTS, duration: '3h', image: 'registry.example.org/vm:1' });
     expect(mail.text).toMatch(/^Booked for: +3h$/m);

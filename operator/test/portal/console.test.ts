@@ -78,10 +78,15 @@ async function readySession(name: string, pool: string): Promise<BrowseSession> 
     async () => (await fetch(`${world.portalUrl}/agent/v1/manifest`, { headers })).status === 200,
   );
   await fetch(`${world.portalUrl}/agent/v1/done`, { method: 'POST', headers, body: '{"installed":true}' });
-  return eventually('Ready', async () => {
-    const s = await admin.get<BrowseSession>(Resources.BrowseSession, name, ns.name);
-    return s?.status?.phase === 'Ready' ? s : undefined;
-  });
+  // The VM runs through KubeVirt's own controllers, which other test files share: give them time.
+  return eventually(
+    'Ready',
+    async () => {
+      const s = await admin.get<BrowseSession>(Resources.BrowseSession, name, ns.name);
+      return s?.status?.phase === 'Ready' ? s : undefined;
+    },
+    120_000,
+  );
 }
 
 async function newPool(access: string[]): Promise<string> {
@@ -158,7 +163,7 @@ describe('the console in the browser', () => {
     await admin.delete(Resources.BrowseSession, 'quinn', ns.name);
     await eventually('quinn gone', async () => !(await admin.get(Resources.BrowseSession, 'quinn', ns.name)));
     expect(await tryWebSocket(`${base}/console/websockify`)).toBe(404);
-  });
+  }, 240_000);
 
   it('serves only the JavaScript modules of noVNC', async () => {
     expect((await fetch(`${world.portalUrl}/novnc/core/rfb.js`)).status).toBe(200);

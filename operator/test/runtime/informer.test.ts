@@ -6,11 +6,18 @@ import { ControlPlane } from '../../../e2e/cluster/control-plane.ts';
 import type { KubeClient, KubeObject } from '../../src/runtime/client.ts';
 import { Informer } from '../../src/runtime/informer.ts';
 import { OperatorMetrics } from '../../src/runtime/metrics.ts';
-import { Resources } from '../../src/runtime/resources.ts';
+import { Resources, defineResource } from '../../src/runtime/resources.ts';
 import { Widget, type WidgetObject, installWidgetCrd } from './fixtures/widget.ts';
 import { clientFor, eventually, testLogger, widgetManager } from './harness.ts';
 
 const binDir = process.env.CODEBROWSE_BIN_DIR ?? '';
+const CustomResourceDefinition = defineResource(
+  'apiextensions.k8s.io',
+  'v1',
+  'CustomResourceDefinition',
+  'customresourcedefinitions',
+  false,
+);
 
 function widget(namespace: string, name: string, color: string): WidgetObject {
   return { metadata: { name, namespace }, spec: { color } };
@@ -115,6 +122,65 @@ describe('an informer against an API server that restarts', () => {
     } finally {
       await manager.stop();
       await plane.startApiserver().catch(() => undefined);
+    }
+  });
+
+  it('counts an optional API the cluster does not serve as synced and empty, and fills in once it is installed', async () => {
+    const Gizmo = defineResource('gizmo.codebrowse.io', 'v1', 'Gizmo', 'gizmos');
+    const informer = new Informer(admin, Gizmo, testLogger(), new OperatorMetrics(), {
+      optional: true,
+      backoffBaseMs: 100,
+      backoffMaxMs: 300,
+    });
+    const seen: string[] = [];
+    informer.on(({ type, object }) => seen.push(`${type} ${object.metadata.name}`));
+    informer.start();
+    try {
+      await informer.waitForSync();
+      expect(informer.hasSynced).toBe(true);
+      expect(informer.served).toBe(false);
+      expect(informer.list()).toEqual([]);
+      await admin.apply(
+        CustomResourceDefinition,
+        {
+          apiVersion: 'apiextensions.k8s.io/v1',
+          kind: 'CustomResourceDefinition',
+          metadata: { name: 'gizmos.gizmo.codebrowse.io' },
+          spec: {
+            group: 'gizmo.codebrowse.io',
+            scope: 'Namespaced',
+            names: { plural: 'gizmos', singular: 'gizmo', kind: 'Gizmo', listKind: 'GizmoList' },
+            versions: [
+              {
+                name: 'v1',
+                served: true,
+                storage: true,
+                schema: { openAPIV3Schema: { type: 'object', 'x-kubernetes-preserve-unknown-fields': true } },
+              },
+            ],
+          },
+        } as KubeObject,
+        { fieldManager: 'test', force: true },
+      );
+      await namespace(admin, 'gizmos');
+      await eventually('the Gizmo API served', async () => {
+        try {
+          await admin.create(Gizmo, { metadata: { name: 'one', namespace: 'gizmos' } });
+          return true;
+        } catch {
+          return undefined;
+        }
+      });
+      await eventually('the gizmo seen', () => seen.includes('added one'));
+      expect(informer.served).toBe(true);
+      // A non-optional informer of a missing API is not synced (readyz stays 503 for it).
+      const strict = new Informer(admin, defineResource('none.codebrowse.io', 'v1', 'None', 'nones'), testLogger());
+      strict.start();
+      await new Promise((resolve) => setTimeout(resolve, 500));
+      expect(strict.hasSynced).toBe(false);
+      await strict.stop();
+    } finally {
+      await informer.stop();
     }
   });
 

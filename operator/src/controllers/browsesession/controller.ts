@@ -44,6 +44,7 @@ import {
   vmNamespace,
 } from '../../vm/builders.ts';
 import { isWarmAndReady, nodeOf } from '../warmpool/controller.ts';
+import { type NetworkAttachmentDefinition, attachmentRef, poolNetwork } from '../../vm/pool-network.ts';
 import { durationOr } from '../../api/duration.ts';
 
 export const SESSION_FINALIZER = 'codebrowse.io/session-cleanup';
@@ -59,6 +60,9 @@ export interface SessionControllerOptions extends MachineDeps {
   workers?: number;
   /** Sessions of every pool, to map pool and node events to the sessions they concern. */
   sessions: () => Informer<BrowseSession>;
+  pools: () => Informer<ServerPool>;
+  /** The VM namespace, where the pools' NetworkAttachmentDefinitions are read. */
+  vmNamespace?: string;
   random?: () => number;
   /** Told when a session becomes Ready (metrics). */
   onReady?: (session: BrowseSession) => void;
@@ -82,7 +86,8 @@ export function browseSessionController(options: SessionControllerOptions): Cont
   const sessionsWhere = (keep: (s: BrowseSession) => boolean): string[] =>
     options.sessions().list().filter(keep).map(keyOf);
   options.sessions().addIndex(BY_USER, (s) => [s.spec.user]);
-  options.sessions().addIndex(WAITING_IN_POOL, (s) => (!s.status?.ip && !hasEnded(s) ? [s.spec.pool] : []));
+  options.sessions().addIndex(WAITING_IN_POOL, (s) => (!s.status?.node && !hasEnded(s) ? [s.spec.pool] : []));
+  const vmNs = options.vmNamespace ?? DEFAULT_VM_NAMESPACE;
   return {
     name: 'browsesession',
     type: Resources.BrowseSession,
@@ -137,7 +142,23 @@ export function browseSessionController(options: SessionControllerOptions): Cont
       // A pool that changes (new capacity, new nodes) may let waiting sessions start.
       {
         type: Resources.ServerPool,
-        keys: (pool) => sessionsWhere((s) => s.spec.pool === pool.metadata.name && !s.status?.ip),
+        keys: (pool) => sessionsWhere((s) => s.spec.pool === pool.metadata.name && !s.status?.node),
+      },
+      // The pool network (addressing Attachment) appears, changes or goes: its waiting sessions look again.
+      {
+        type: Resources.NetworkAttachmentDefinition,
+        informer: { namespace: vmNs, optional: true },
+        keys: (nad) => {
+          const pools = options
+            .pools()
+            .list()
+            .filter((p) => {
+              const ref = attachmentRef(p, vmNamespace(p));
+              return ref?.namespace === nad.metadata.namespace && ref?.name === nad.metadata.name;
+            })
+            .map((p) => p.metadata.name);
+          return sessionsWhere((s) => pools.includes(s.spec.pool) && !s.status?.node);
+        },
       },
       // A node that goes NotReady or away concerns the sessions on it.
       { type: Resources.Node, keys: (node) => sessionsWhere((s) => s.status?.node === node.metadata.name) },
@@ -170,6 +191,29 @@ export function browseSessionController(options: SessionControllerOptions): Cont
         );
         await write(status);
         return { requeueAfterMs: POOL_MISSING_RETRY_MS };
+      }
+      // A pool whose network does not work (addressing Attachment without its Multus network, or
+      // one that would hand out our addresses twice) gets no new sessions: they wait, holding nothing.
+      if (!status.node) {
+        const network = poolNetwork(
+          pool,
+          vmNamespace(pool),
+          ctx.cache<NetworkAttachmentDefinition>(Resources.NetworkAttachmentDefinition),
+        );
+        if (!network.ready) {
+          const message = `pool ${pool.metadata.name} is not ready (${network.reason}): ${network.message}. The session starts once it is`;
+          const waiting = withCondition(
+            { ...status, phase: 'Pending' },
+            'Scheduled',
+            'False',
+            'PoolNotReady',
+            message,
+            generation,
+          );
+          if (JSON.stringify(waiting.conditions) !== JSON.stringify(status.conditions) || status.phase !== 'Pending')
+            await write(waiting);
+          return;
+        }
       }
 
       // Step 2: the user's queue.
@@ -271,7 +315,8 @@ export function browseSessionController(options: SessionControllerOptions): Cont
             warm: claimableWarmVms(session, pool, ctx.cache<VirtualMachine>(Resources.VirtualMachine).list(), sessions),
           },
         );
-        if (outcome.claimsAddress && outcome.status?.ip) reserved.set(ctx.key, { ...current, status: outcome.status });
+        if (outcome.claimsAddress && outcome.status?.node)
+          reserved.set(ctx.key, { ...current, status: outcome.status });
         return { current, outcome };
       });
       const placement = await (async () => {
@@ -282,11 +327,11 @@ export function browseSessionController(options: SessionControllerOptions): Cont
           if (outcome.event?.reason === 'NodeLost')
             await releaseVm(current, ctx.cache<VirtualMachine>(Resources.VirtualMachine).list(), ctx);
           const next = outcome.status ?? status;
-          if (outcome.claimsAddress || outcome.event || !next.ip) {
+          if (outcome.claimsAddress || outcome.event || !next.node) {
             await ctx.writer.patchStatus(Resources.BrowseSession, current, next, { precondition: true });
-            if (next.ip && outcome.claimsAddress) ctx.log.info({ node: next.node, ip: next.ip }, 'session placed');
+            if (next.node && outcome.claimsAddress) ctx.log.info({ node: next.node, ip: next.ip }, 'session placed');
             // Placed: go on at once (our own status write does not wake us).
-            return { done: true as const, requeueAfterMs: next.ip ? 0 : outcome.requeueAfterMs };
+            return { done: true as const, requeueAfterMs: next.node ? 0 : outcome.requeueAfterMs };
           }
           return { done: false as const, status: next, requeueAfterMs: outcome.requeueAfterMs };
         } finally {

@@ -7,7 +7,7 @@ import { durationMs, durationOr } from '../../api/duration.ts';
 import type { BrowseSession, DownloadRequest, ServerPool, SessionArchive } from '../../api/objects.ts';
 import { type Mailer, isTransientMailError, messageIdFor } from '../../notify/mailer.ts';
 import { type SessionMailKind, renderSessionMail } from '../../notify/render.ts';
-import { isConflict, isNotFound } from '../../runtime/client.ts';
+import { type KubeObject, isConflict, isNotFound, isRefusedByAdmission } from '../../runtime/client.ts';
 import { type Condition, getCondition, setCondition, toApiTime as timestamp } from '../../runtime/conditions.ts';
 import type { ReconcileContext } from '../../runtime/controller.ts';
 import { Resources } from '../../runtime/resources.ts';
@@ -17,6 +17,7 @@ import {
   LABELS,
   type Secret,
   type VirtualMachine,
+  type VirtualMachineInstance,
   agentSecretName,
   buildAgentSecret,
   buildDNSEndpoint,
@@ -40,11 +41,15 @@ import {
   printableStatus,
 } from '../../vm/kubevirt-state.ts';
 import { isWarmAndReady, nodeOf } from '../warmpool/controller.ts';
+import { carriedLabels } from '../../vm/carried-labels.ts';
+import { addressingOf } from '../../vm/pool-network.ts';
 
 type Status = BrowseSessionStatus;
 
 export interface MachineDeps {
   portalUrl: string;
+  /** What the API server puts before a user's name (the chart's admission.usernamePrefix), for RoleBindings to them. */
+  usernamePrefix?: string;
   /** Base of session page links: <pageBaseUrl>/sessions/<namespace>/<name>. */
   pageBaseUrl: string;
   mailer?: Mailer;
@@ -212,7 +217,7 @@ export async function ensureVm(
     source = { ...image, snapshot: archived.snapshot };
   }
   if (!vm) {
-    const claim = { session, node: status.node!, ip: status.ip! };
+    const claim = { session, node: status.node!, ip: status.ip };
     // A persistent session keeps its disk: it gets its own fresh copy, never a shared warm VM.
     const candidates = vms.filter(
       (v) =>
@@ -234,7 +239,8 @@ export async function ensureVm(
               [LABELS.user]: session.spec.user.slice(0, 63),
             },
             annotations: {
-              [ANNOTATIONS.address]: claim.ip,
+              // null: a PodNetwork session has no address of ours (its pod IP comes later).
+              [ANNOTATIONS.address]: claim.ip ?? null,
               [ANNOTATIONS.sessionRef]: `${session.metadata.namespace}/${session.metadata.name}`,
             },
           },
@@ -258,7 +264,22 @@ export async function ensureVm(
       if (session.spec.fromArchive)
         built.metadata.annotations![ANNOTATIONS.restoredFrom] =
           `${session.metadata.namespace}/${session.spec.fromArchive}`;
-      vm = await ctx.writer.create<VirtualMachine>(Resources.VirtualMachine, built);
+      try {
+        vm = await ctx.writer.create<VirtualMachine>(Resources.VirtualMachine, built);
+      } catch (error) {
+        if (!isRefusedByAdmission(error)) throw error;
+        // KubeVirt's own admission (virt-api's webhooks) refuses what the image asks for: the same
+        // VM would be refused again, so the session fails with KubeVirt's words, and the agent
+        // Secret made for the VM goes with it.
+        await ctx.client.delete(Resources.Secret, agentSecretName(name), built.metadata.namespace).catch((e) => {
+          if (!isNotFound(e)) throw e;
+        });
+        const text = `KubeVirt refused the VM for image ${image.name} of pool ${pool.metadata.name} (fix spec.images[] of the pool): ${(error as Error).message}`;
+        let failed = withCondition({ ...status, phase: 'Failed' }, 'VMReady', 'False', 'VMRefused', text, generation);
+        failed = withCondition(failed, 'Failed', 'True', 'VMRefused', text, generation);
+        await ctx.event('Warning', 'VMRefused', text);
+        return { status: failed, proceed: false };
+      }
       deps.onClaim?.('cold');
       await ctx.event(
         'Normal',
@@ -302,6 +323,33 @@ export async function ensureVm(
     // Looked at again by the deadline, in case KubeVirt says nothing more meanwhile.
     return { status: next, proceed: false, requeueAfterMs: Math.max(1000, timeoutMs - waited) };
   }
+  if (addressingOf(pool) === 'PodNetwork') {
+    // The session's address is the VM's pod IP, as KubeVirt reports it (the first interface is
+    // the pod network's); users get in through the API server (virt-api's port-forward).
+    if (!next.ip) {
+      const vmi = await ctx.client.get<VirtualMachineInstance>(
+        Resources.VirtualMachineInstance,
+        vm.metadata.name!,
+        vm.metadata.namespace,
+      );
+      const podIp = vmi?.status?.interfaces?.find((i) => i.name === 'default')?.ipAddress;
+      if (!podIp) {
+        next = withCondition(
+          { ...next, phase: 'Starting' },
+          'VMReady',
+          'False',
+          'WaitingForPodIP',
+          `VM ${vm.metadata.name} runs; KubeVirt reports no pod IP for it yet`,
+          generation,
+        );
+        return { status: next, proceed: false, requeueAfterMs: 2_000 };
+      }
+      next = { ...next, ip: podIp };
+    }
+    // Once, as the VM becomes Ready for the session (again after a crash before the status write).
+    if (getCondition(status.conditions as Condition[] | undefined, 'VMReady')?.status !== 'True')
+      await ensureConnectAccess(session, vm, ctx, deps.usernamePrefix ?? '');
+  }
   next = withCondition(
     next,
     'VMReady',
@@ -311,6 +359,71 @@ export async function ensureVm(
     generation,
   );
   return { status: next, proceed: true };
+}
+
+/**
+ * Lets the session's user reach their own VM through virt-api's port-forward (kubectl browse ssh,
+ * addressing PodNetwork), and no other: a Role naming that one VMI and a RoleBinding to the user,
+ * both owned by the VM, so they go when it goes (garbage collection), crash or not.
+ */
+export async function ensureConnectAccess(
+  session: BrowseSession,
+  vm: VirtualMachine,
+  ctx: ReconcileContext,
+  usernamePrefix: string,
+): Promise<void> {
+  const name = connectRoleName(vm.metadata.name!);
+  const namespace = vm.metadata.namespace!;
+  const owner = [
+    {
+      apiVersion: 'kubevirt.io/v1',
+      kind: 'VirtualMachine',
+      name: vm.metadata.name!,
+      uid: vm.metadata.uid!,
+      blockOwnerDeletion: false,
+    },
+  ];
+  const metadata = {
+    name,
+    namespace,
+    labels: { ...carriedLabels(session.metadata.labels), [LABELS.session]: sessionLabel(session) },
+    annotations: { [ANNOTATIONS.sessionRef]: `${session.metadata.namespace}/${session.metadata.name}` },
+    ownerReferences: owner,
+  };
+  const role = {
+    apiVersion: 'rbac.authorization.k8s.io/v1',
+    kind: 'Role',
+    metadata,
+    rules: [
+      {
+        apiGroups: ['subresources.kubevirt.io'],
+        resources: ['virtualmachineinstances/portforward'],
+        resourceNames: [vm.metadata.name!],
+        verbs: ['get'],
+      },
+    ],
+  };
+  const binding = {
+    apiVersion: 'rbac.authorization.k8s.io/v1',
+    kind: 'RoleBinding',
+    metadata,
+    roleRef: { apiGroup: 'rbac.authorization.k8s.io', kind: 'Role', name },
+    subjects: [{ apiGroup: 'rbac.authorization.k8s.io', kind: 'User', name: `${usernamePrefix}${session.spec.user}` }],
+  };
+  for (const [type, object] of [
+    [Resources.Role, role],
+    [Resources.RoleBinding, binding],
+  ] as const) {
+    try {
+      await ctx.client.create(type, object as KubeObject);
+    } catch (error) {
+      if (!isConflict(error)) throw error;
+    }
+  }
+}
+
+export function connectRoleName(vmName: string): string {
+  return `${vmName.slice(0, 240)}-connect`;
 }
 
 /**
@@ -408,13 +521,24 @@ export function runStep(session: BrowseSession, status: Status, now = Date.now()
   return { status: next, proceed: false };
 }
 
-/** Step 8: <user>.<zone> → the address. */
+/** Step 8: <user>.<zone> → the address (addressing Attachment; a pod IP is not published). */
 export async function ensureDns(
   session: BrowseSession,
   status: Status,
   pool: ServerPool,
   ctx: ReconcileContext,
 ): Promise<StepResult> {
+  if (status.addressing === 'PodNetwork') {
+    const next = withCondition(
+      status,
+      'DNSReady',
+      'False',
+      'PodNetwork',
+      `pool ${pool.metadata.name} gives sessions their VM's pod IP (${status.ip}), which only the cluster reaches: no DNS name is published. Get in with kubectl browse ssh ${session.metadata.name} -n ${session.metadata.namespace}`,
+      session.metadata.generation,
+    );
+    return { status: next, proceed: true };
+  }
   const endpoint = buildDNSEndpoint(session, pool, status.ip!);
   const live = ctx
     .cache<DNSEndpoint>(Resources.DNSEndpoint)
@@ -464,6 +588,7 @@ export async function notify(
     pageUrl: link,
     hostname: status.hostname,
     ip: status.ip,
+    addressing: status.addressing,
     os: session.spec.os,
     image: status.image,
     expiresAt: status.expiresAt,
@@ -522,12 +647,16 @@ export function readyStep(session: BrowseSession, status: Status, pool: ServerPo
   const duration = max !== undefined && asked > max ? max : asked;
   const expiresAt = timestamp(Date.parse(readyAt) + duration);
   let next: Status = { ...status, phase: 'Ready', readyAt, expiresAt };
+  const where =
+    status.addressing === 'PodNetwork'
+      ? `the VM (pod IP ${status.ip}, inside the cluster; kubectl browse ssh ${session.metadata.name} gets in)`
+      : `${status.hostname} (${status.ip})`;
   next = withCondition(
     next,
     'Ready',
     'True',
     'Ready',
-    `${status.hostname} (${status.ip}) is yours until ${expiresAt}${duration < asked ? ` (spec.duration ${session.spec.duration} is longer than pool ${pool.metadata.name}'s maxDuration ${pool.spec.sessions!.maxDuration}: booked for that)` : ''}`,
+    `${where} is yours until ${expiresAt}${duration < asked ? ` (spec.duration ${session.spec.duration} is longer than pool ${pool.metadata.name}'s maxDuration ${pool.spec.sessions!.maxDuration}: booked for that)` : ''}`,
     session.metadata.generation,
   );
   return { status: next, proceed: true, requeueAfterMs: Math.max(0, Date.parse(expiresAt) - now) };

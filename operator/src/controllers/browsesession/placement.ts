@@ -31,7 +31,10 @@ export type PlacementEvent = { type: 'Normal' | 'Warning'; reason: string; messa
 export interface PlacementOutcome {
   /** The status to write (undefined: nothing changes). */
   status?: BrowseSessionStatus;
-  /** Whether the write hands out an address (it must then carry the resourceVersion precondition). */
+  /**
+   * Whether the write hands out a place: a node, and (addressing Attachment) an address of its
+   * subnet. It must then carry the resourceVersion precondition.
+   */
   claimsAddress: boolean;
   event?: PlacementEvent;
   requeueAfterMs?: number;
@@ -48,7 +51,7 @@ function withCondition(status: Status, update: Omit<Condition, 'lastTransitionTi
 
 /** The status without a node and an address: the address goes back to the pool with this write. */
 function released(status: Status): Status {
-  const { node: _node, ip: _ip, ...rest } = status;
+  const { node: _node, ip: _ip, addressing: _addressing, ...rest } = status;
   return rest;
 }
 
@@ -61,7 +64,7 @@ export function planPlacement(session: BrowseSession, world: World): PlacementOu
   const generation = session.metadata.generation;
   let status: Status = { ...(session.status ?? {}) };
 
-  if (status.node && status.ip) {
+  if (status.node) {
     const node = world.nodes.find((n) => n.metadata.name === status.node);
     const health = nodeHealth(node, pool, now);
     if (!health.lost) {
@@ -132,7 +135,7 @@ function place(session: BrowseSession, status: Status, world: World): PlacementO
   const contenders = world.sessions.filter(
     (s) =>
       s.spec.pool === pool.metadata.name &&
-      !s.status?.ip &&
+      !s.status?.node &&
       s.status?.phase === 'Scheduling' &&
       s.metadata.uid !== session.metadata.uid,
   );
@@ -160,20 +163,33 @@ function place(session: BrowseSession, status: Status, world: World): PlacementO
   const nodeName = pickNode(view.rooms, world.random, warm && ((name) => (warm.get(name) ?? 0) > 0));
 
   if (nodeName) {
-    const subnet = view.subnets.get(nodeName)!;
-    const family = parseCidr(pool.spec.addresses.cidr).family;
-    const inUse = addressSet(view.holders.keys(), family);
-    const ip = allocateAddress(subnet, inUse, addressRules(pool));
-    if (ip) {
-      let next: Status = { ...status, node: nodeName, ip, phase: 'Starting', schedulingRetryAt: undefined };
+    // PodNetwork: no address to hand out; the VM's pod IP becomes the session's once it runs.
+    const addresses = pool.spec.addresses;
+    const ip = addresses
+      ? allocateAddress(
+          view.subnets.get(nodeName)!,
+          addressSet(view.holders.keys(), parseCidr(addresses.cidr).family),
+          addressRules(pool),
+        )
+      : undefined;
+    if (ip || !addresses) {
+      let next: Status = {
+        ...status,
+        node: nodeName,
+        ...(ip ? { ip } : {}),
+        addressing: addresses ? 'Attachment' : 'PodNetwork',
+        phase: 'Starting',
+        schedulingRetryAt: undefined,
+      };
       next.schedulingAttempts = (status.schedulingAttempts ?? 0) + 1;
+      const where = ip ? `address ${ip}` : "its VM's pod IP for address (addressing PodNetwork)";
       next = withCondition(
         next,
         {
           type: 'Scheduled',
           status: 'True',
           reason: 'Scheduled',
-          message: `on node ${nodeName} with address ${ip}`,
+          message: `on node ${nodeName} with ${where}`,
           observedGeneration: generation,
         },
         now,
@@ -181,7 +197,7 @@ function place(session: BrowseSession, status: Status, world: World): PlacementO
       return {
         status: next,
         claimsAddress: true,
-        event: { type: 'Normal', reason: 'Scheduled', message: `placed on node ${nodeName}, address ${ip}` },
+        event: { type: 'Normal', reason: 'Scheduled', message: `placed on node ${nodeName}, ${where}` },
       };
     }
   }

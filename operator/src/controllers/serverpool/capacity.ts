@@ -23,7 +23,8 @@ export interface NodeHealth {
 
 export interface NodeReport {
   name: string;
-  subnet: string;
+  /** Addressing Attachment: the node's part of the pool range. */
+  subnet?: string;
   capacity: number;
   used: number;
   free: number;
@@ -62,13 +63,47 @@ export function nodeHealth(node: Node | undefined, pool: ServerPool, now: number
   return { ready: false, selected, lost: now >= lostAt, lostAt };
 }
 
-/** Sessions of the pool that hold an address (status.ip), which is what "in use" means. */
-export function sessionsHoldingAddresses(pool: ServerPool, sessions: readonly BrowseSession[]): BrowseSession[] {
-  return sessions.filter((s) => s.spec.pool === pool.metadata.name && s.status?.ip);
+/**
+ * Sessions of the pool that hold a place: a node (and, addressing Attachment, an address of its
+ * subnet, written together), which is what "in use" means.
+ */
+export function sessionsHoldingPlaces(pool: ServerPool, sessions: readonly BrowseSession[]): BrowseSession[] {
+  return sessions.filter((s) => s.spec.pool === pool.metadata.name && (s.status?.node || s.status?.ip));
 }
 
 export function addressRules(pool: ServerPool): AddressRules {
-  return { reserved: pool.spec.addresses.reserved, gateway: pool.spec.addresses.gateway };
+  return { reserved: pool.spec.addresses?.reserved, gateway: pool.spec.addresses?.gateway };
+}
+
+/** Room per node when the pool hands out no addresses (PodNetwork): sessionsPerNode less those placed. */
+function podNetworkView(pool: ServerPool, nodes: readonly Node[], holding: BrowseSession[], now: number): PoolView {
+  const perNode = pool.spec.sessionsPerNode ?? DEFAULT_SESSIONS_PER_NODE;
+  const used = new Map<string, number>();
+  for (const session of holding) used.set(session.status!.node ?? '', (used.get(session.status!.node ?? '') ?? 0) + 1);
+  const health = nodes.map((node) => [node.metadata.name!, nodeHealth(node, pool, now)] as const);
+  const reports: NodeReport[] = health
+    .filter(([, h]) => h.selected && !h.lost)
+    .map(([name, h]) => {
+      const capacity = h.ready ? perNode : 0;
+      const inUse = used.get(name) ?? 0;
+      return { name, capacity, used: inUse, free: h.ready ? Math.max(0, capacity - inUse) : 0, ready: h.ready };
+    });
+  const readyReports = reports.filter((r) => r.ready);
+  return {
+    nodes: reports,
+    totals: {
+      nodes: readyReports.length,
+      capacity: readyReports.reduce((sum, r) => sum + r.capacity, 0),
+      used: holding.length,
+      free: readyReports.reduce((sum, r) => sum + r.free, 0),
+    },
+    rooms: readyReports.map((r) => ({ name: r.name, free: r.free })),
+    unplaced: [],
+    selectedNodes: health.filter(([, h]) => h.selected).length,
+    subnets: new Map(),
+    holders: new Map(),
+    duplicates: [],
+  };
 }
 
 export function poolView(
@@ -77,15 +112,18 @@ export function poolView(
   sessions: readonly BrowseSession[],
   now: number = Date.now(),
 ): PoolView {
-  const range = parseCidr(pool.spec.addresses.cidr);
+  const holding = sessionsHoldingPlaces(pool, sessions);
+  const addresses = pool.spec.addresses;
+  if (!addresses) return podNetworkView(pool, nodes, holding, now);
+  const range = parseCidr(addresses.cidr);
   const perNode = pool.spec.sessionsPerNode ?? DEFAULT_SESSIONS_PER_NODE;
   const rules = addressRules(pool);
-  const holding = sessionsHoldingAddresses(pool, sessions);
 
   const inUse: Record<string, string[]> = {};
   const sessionsByAddress = new Map<string, string[]>();
   for (const session of holding) {
-    const ip = session.status!.ip!;
+    const ip = session.status!.ip;
+    if (!ip) continue;
     (inUse[session.status!.node ?? ''] ??= []).push(ip);
     let canonical = ip;
     try {
@@ -104,10 +142,12 @@ export function poolView(
   const health = new Map(nodes.map((node) => [node.metadata.name!, nodeHealth(node, pool, now)]));
   // A selected node keeps its subnet while it is NotReady within grace: its sessions may come back.
   const wanted = [...health].filter(([, h]) => h.selected && !h.lost).map(([name]) => name);
-  const previous = Object.fromEntries((pool.status?.nodes ?? []).map((n) => [n.name, n.subnet]));
+  const previous = Object.fromEntries(
+    (pool.status?.nodes ?? []).filter((n) => n.subnet).map((n) => [n.name, n.subnet!]),
+  );
   const plan = assignSubnets({
-    cidr: pool.spec.addresses.cidr,
-    nodePrefix: pool.spec.addresses.nodePrefix,
+    cidr: addresses.cidr,
+    nodePrefix: addresses.nodePrefix,
     nodes: wanted,
     previous,
     inUse,

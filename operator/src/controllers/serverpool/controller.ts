@@ -8,10 +8,14 @@ import type { Informer } from '../../runtime/informer.ts';
 import { mergePatchBetween } from '../../runtime/apply.ts';
 import { Resources } from '../../runtime/resources.ts';
 import { nodeHealth, poolView } from './capacity.ts';
+import { DEFAULT_VM_NAMESPACE, vmNamespace } from '../../vm/builders.ts';
+import { type NetworkAttachmentDefinition, addressingOf, poolNetwork } from '../../vm/pool-network.ts';
 
 export interface PoolControllerOptions {
   workers?: number;
   pools: () => Informer<ServerPool>;
+  /** The VM namespace, where the pools' NetworkAttachmentDefinitions are read. */
+  vmNamespace?: string;
 }
 
 /** The least time between two status writes of one pool. */
@@ -38,6 +42,17 @@ export function serverPoolController(options: PoolControllerOptions): Controller
             .list()
             .map((p) => p.metadata.name!),
       },
+      // The pool network: a NetworkAttachmentDefinition that appears, changes or goes (any pool may name it).
+      {
+        type: Resources.NetworkAttachmentDefinition,
+        informer: { namespace: options.vmNamespace ?? DEFAULT_VM_NAMESPACE, optional: true },
+        keys: () =>
+          options
+            .pools()
+            .list()
+            .filter((p) => addressingOf(p) === 'Attachment')
+            .map((p) => p.metadata.name!),
+      },
       // Only where a session is (node, address) and whether it has ended count towards the pool's use.
       {
         type: Resources.BrowseSession,
@@ -59,6 +74,23 @@ export function serverPoolController(options: PoolControllerOptions): Controller
       const generation = pool.metadata.generation;
       const at = new Date(now);
       let conditions = pool.status?.conditions as Condition[] | undefined;
+
+      const network = poolNetwork(
+        pool,
+        vmNamespace(pool),
+        ctx.cache<NetworkAttachmentDefinition>(Resources.NetworkAttachmentDefinition),
+      );
+      conditions = setCondition(
+        conditions,
+        {
+          type: 'NetworkReady',
+          status: network.ready ? 'True' : 'False',
+          reason: network.reason,
+          message: network.message,
+          observedGeneration: generation,
+        },
+        at,
+      );
 
       const noNodes =
         view.totals.nodes > 0
@@ -86,7 +118,7 @@ export function serverPoolController(options: PoolControllerOptions): Controller
           ? {
               status: 'True' as const,
               reason: 'NoFreeSubnet',
-              message: `spec.addresses.cidr ${pool.spec.addresses.cidr} holds no free /${pool.spec.addresses.nodePrefix} for node(s) ${view.unplaced.join(', ')}: widen the range or lengthen nodePrefix`,
+              message: `spec.addresses.cidr ${pool.spec.addresses?.cidr} holds no free /${pool.spec.addresses?.nodePrefix} for node(s) ${view.unplaced.join(', ')}: widen the range or lengthen nodePrefix`,
             }
           : addressesOut.length > 0
             ? {
@@ -101,8 +133,9 @@ export function serverPoolController(options: PoolControllerOptions): Controller
         at,
       );
 
-      const ready =
-        view.totals.capacity > 0
+      const ready = !network.ready
+        ? { status: 'False' as const, reason: network.reason, message: network.message }
+        : view.totals.capacity > 0
           ? {
               status: 'True' as const,
               reason: 'Ready',
@@ -117,6 +150,7 @@ export function serverPoolController(options: PoolControllerOptions): Controller
         ...pool.status,
         observedGeneration: generation,
         conditions,
+        network: { addressing: network.addressing, ...(network.attachment ? { attachment: network.attachment } : {}) },
         nodes: view.nodes,
         totals: view.totals,
       };
@@ -133,6 +167,9 @@ export function serverPoolController(options: PoolControllerOptions): Controller
         if (after.status === 'True' && before?.status !== 'True')
           await ctx.event('Warning', after.reason, after.message);
       }
+      const networkBefore = getCondition(pool.status?.conditions as Condition[] | undefined, 'NetworkReady');
+      if (!network.ready && (networkBefore?.status !== 'False' || networkBefore.reason !== network.reason))
+        await ctx.event('Warning', network.reason, network.message);
       for (const duplicate of view.duplicates)
         await ctx.event(
           'Warning',

@@ -17,6 +17,7 @@ import {
   printableStatus,
 } from '../../vm/kubevirt-state.ts';
 import { labelKeys } from '../../runtime/controller.ts';
+import type { Informer } from '../../runtime/informer.ts';
 import { Resources } from '../../runtime/resources.ts';
 import {
   LABELS,
@@ -27,6 +28,12 @@ import {
   newVmName,
   vmNamespace,
 } from '../../vm/builders.ts';
+import {
+  type NetworkAttachmentDefinition,
+  addressingOf,
+  multusNetworkName,
+  poolNetwork,
+} from '../../vm/pool-network.ts';
 import { poolView } from '../serverpool/capacity.ts';
 
 export interface WarmPoolOptions {
@@ -34,6 +41,8 @@ export interface WarmPoolOptions {
   portalUrl: string;
   /** The only namespace whose (agent) Secrets are watched. */
   vmNamespace: string;
+  /** The pools (to map a NetworkAttachmentDefinition's change to the pools that use it). */
+  pools?: () => Informer<ServerPool>;
 }
 
 export function isWarm(vm: VirtualMachine): boolean {
@@ -65,6 +74,13 @@ export function warmPoolController(options: WarmPoolOptions): ControllerDefiniti
         keys: () => [],
         informer: { labelSelector: 'codebrowse.io/vm', namespace: options.vmNamespace },
       },
+      // No warm VM while the pool network is missing (its pods could not start): made once it exists.
+      {
+        type: Resources.NetworkAttachmentDefinition,
+        informer: { namespace: options.vmNamespace, optional: true },
+        keys: () =>
+          (options.pools?.().list() ?? []).filter((p) => addressingOf(p) === 'Attachment').map((p) => p.metadata.name!),
+      },
     ],
     async reconcile(pool, ctx): Promise<ReconcileResult | void> {
       const namespace = vmNamespace(pool);
@@ -74,6 +90,11 @@ export function warmPoolController(options: WarmPoolOptions): ControllerDefiniti
         .filter(
           (vm) => vm.metadata.namespace === namespace && vm.metadata.labels?.[LABELS.pool] === pool.metadata.name,
         );
+      const networkReady = poolNetwork(
+        pool,
+        namespace,
+        ctx.cache<NetworkAttachmentDefinition>(Resources.NetworkAttachmentDefinition),
+      ).ready;
       const view = poolView(
         pool,
         ctx.cache<Node>(Resources.Node).list(),
@@ -93,10 +114,20 @@ export function warmPoolController(options: WarmPoolOptions): ControllerDefiniti
       const surplus: { vm: VirtualMachine; why?: string }[] = [];
       for (const vm of warm) {
         const image = vm.metadata.labels?.[LABELS.image] ?? '';
-        const wanted = nodesReady(slots) ? (pool.spec.images.find((i) => i.name === image)?.warm ?? 0) : 0;
+        const wanted =
+          nodesReady(slots) && networkReady ? (pool.spec.images.find((i) => i.name === image)?.warm ?? 0) : 0;
         const node = nodeOf(vm) ?? '';
         const state = printableStatus(vm);
         const stuck = state !== 'Running' && state !== 'Paused' && now - age(vm) >= startTimeoutMs;
+        // Made before spec.network changed: a claim would get a VM without (or on another) pool network.
+        const network = vm.spec?.template?.spec?.networks?.find((n) => n.multus)?.multus?.networkName;
+        if (network !== multusNetworkName(pool)) {
+          surplus.push({
+            vm,
+            why: `it is on ${network ? `network ${network}` : 'no pool network'}, the pool's spec.network names ${multusNetworkName(pool) ?? 'none (PodNetwork)'}`,
+          });
+          continue;
+        }
         if (stuck) {
           surplus.push({
             vm,
@@ -121,7 +152,7 @@ export function warmPoolController(options: WarmPoolOptions): ControllerDefiniti
       // Too few: create, each on the node with the most room left.
       for (const image of pool.spec.images) {
         const list = kept.get(image.name)!;
-        const wanted = nodesReady(slots) ? (image.warm ?? 0) : 0;
+        const wanted = nodesReady(slots) && networkReady ? (image.warm ?? 0) : 0;
         while (list.length < wanted) {
           const node = [...slots]
             .filter(([, free]) => free > 0)
