@@ -20,6 +20,13 @@ export class NotAnArchive extends SpecError {}
 
 export const SCAN_LIMITS = { entries: 100_000, bytes: 4 * 1024 ** 3, ms: 60_000 };
 
+/**
+ * The most memory xz may take to decompress (its --memlimit-decompress): every xz preset fits
+ * (-9e needs 65 MiB); a crafted file with a dictionary of GiBs is refused before xz allocates it.
+ * bzip2 needs at most about 4 MiB and gunzip (in process) less: they need no limit.
+ */
+export const XZ_MEMORY_LIMIT = '72MiB';
+
 type Kind = 'tar' | 'gz' | 'bz2' | 'xz' | 'zip';
 
 /** The archive kind by the package's file name, or undefined for packages that are not archives. */
@@ -64,9 +71,17 @@ class Budget extends Transform {
 
 class ScanStopped extends Error {}
 
+/** A scan that hit a limit before it found the spec: say so, and how to get past it. */
+function scanStopped(why: string): SpecError {
+  return new SpecError(
+    `the search for ${SPEC_FILE} stopped (${why}) before it found one: put ${SPEC_FILE} at the top of the archive, first, or give the spec inline (spec.packages[].codebrowse)`,
+  );
+}
+
 /** A decompressor process (xz, bzip2) reading the file; its absence is a clear error. */
 function decompressor(command: string, path: string): { stream: Readable; done: Promise<void>; stop: () => void } {
-  const child = spawn(command, ['-dc', '--', path], { stdio: ['ignore', 'pipe', 'pipe'] });
+  const limits = command === 'xz' ? [`--memlimit-decompress=${XZ_MEMORY_LIMIT}`] : [];
+  const child = spawn(command, ['-dc', ...limits, '--', path], { stdio: ['ignore', 'pipe', 'pipe'] });
   let stderr = '';
   let stopped = false;
   child.stderr.setEncoding('utf8').on('data', (text: string) => (stderr = (stderr + text).slice(-500)));
@@ -84,7 +99,13 @@ function decompressor(command: string, path: string): { stream: Readable; done: 
       code === 0 || stopped
         ? resolve()
         : reject(
-            new NotAnArchive(`the package is not a valid archive: ${command} -dc: ${stderr.trim() || `exit ${code}`}`),
+            /Memory usage limit reached/.test(stderr)
+              ? new SpecError(
+                  `${command} would need more than ${XZ_MEMORY_LIMIT} of memory to unpack this package (a dictionary larger than any xz preset's), so ${SPEC_FILE} was not looked for: recompress it with a standard preset (xz -9 or less), or give the spec inline (spec.packages[].codebrowse)`,
+                )
+              : new NotAnArchive(
+                  `the package is not a valid archive: ${command} -dc: ${stderr.trim() || `exit ${code}`}`,
+                ),
           ),
     );
   });
@@ -120,6 +141,9 @@ async function fromTar(path: string, kind: Exclude<Kind, 'zip'>): Promise<FoundS
     SCAN_LIMITS.ms,
   );
   extract.on('entry', (header, body, next) => {
+    // A body left unread when the scan stops is destroyed with the scan's error: that error is the
+    // pipeline's to report, never an unhandled 'error' event that ends the downloader.
+    body.on('error', () => undefined);
     entries++;
     if (entries > SCAN_LIMITS.entries) {
       body.resume();
@@ -152,10 +176,16 @@ async function fromTar(path: string, kind: Exclude<Kind, 'zip'>): Promise<FoundS
     await pipeline([...stages, extract] as unknown as readonly NodeJS.ReadableStream[]);
     await child?.done;
   } catch (error) {
-    child?.stop();
-    if (error instanceof SpecError) throw error;
-    if (!(error instanceof ScanStopped)) {
-      // A decompressor's own message says more than the broken pipe it caused.
+    if (error instanceof SpecError) {
+      child?.stop();
+      throw error;
+    }
+    if (error instanceof ScanStopped) {
+      child?.stop();
+      if (error.message !== 'found' && !best) throw scanStopped(error.message);
+    } else {
+      // The decompressor's own word (a memory limit, a corrupt stream) says more than the broken
+      // pipe it caused; its output is closed now, so it ends.
       await child?.done;
       throw new NotAnArchive(
         `the package is not a valid ${kind === 'tar' ? 'tar' : `tar.${kind}`} archive: ${(error as Error).message}`,
@@ -176,21 +206,29 @@ function fromZip(path: string): Promise<FoundSpec | undefined> {
       }
       let entries = 0;
       let best: { entry: yauzl.Entry; depth: number } | undefined;
+      // Only the central directory is read (names and sizes), but it may be huge.
+      const timer = setTimeout(() => finish(`took longer than ${SCAN_LIMITS.ms} ms`), SCAN_LIMITS.ms);
       zip.on('entry', (entry: yauzl.Entry) => {
         entries++;
         const depth = specDepth(entry.fileName);
         if (depth !== undefined && (!best || depth < best.depth)) best = { entry, depth };
-        if (entries >= SCAN_LIMITS.entries || best?.depth === 0) finish();
+        if (best?.depth === 0) finish();
+        else if (entries >= SCAN_LIMITS.entries) finish(`more than ${SCAN_LIMITS.entries} entries`);
         else zip.readEntry();
       });
-      zip.on('error', (e: Error) => reject(new NotAnArchive(`the package is not a valid zip archive: ${e.message}`)));
+      zip.on('error', (e: Error) => {
+        clearTimeout(timer);
+        reject(new NotAnArchive(`the package is not a valid zip archive: ${e.message}`));
+      });
       let finished = false;
-      const finish = (): void => {
+      const finish = (stoppedBecause?: string): void => {
         if (finished) return;
         finished = true;
+        clearTimeout(timer);
         if (!best) {
           zip.close();
-          resolve(undefined);
+          if (stoppedBecause) reject(scanStopped(stoppedBecause));
+          else resolve(undefined);
           return;
         }
         const { entry } = best;
@@ -227,7 +265,7 @@ function fromZip(path: string): Promise<FoundSpec | undefined> {
           });
         });
       };
-      zip.once('end', finish);
+      zip.once('end', () => finish());
       zip.readEntry();
     });
   });
