@@ -9,6 +9,7 @@ import { connect } from './connect.ts';
 import type { Io } from './create.ts';
 import { waitFor } from './follow.ts';
 import { formatSpan, printable } from './format.ts';
+import { labelValue } from '../vm/names.ts';
 
 /** "VM vm-1 on node n1, address 10.0.0.2, host name alice.example.org, 2 downloads" of what the session holds. */
 export function heldBy(session: BrowseSession, downloads: number): string {
@@ -37,7 +38,7 @@ export async function endCommand(args: EndArgs, io: Io): Promise<number> {
     const session = await getSession(client, args.name, namespace);
     const downloads = await client
       .list<DownloadRequest>(Resources.DownloadRequest, namespace, {
-        labelSelector: `${SESSION_LABEL}=${args.name.slice(0, 63)}`,
+        labelSelector: `${SESSION_LABEL}=${labelValue(args.name)}`,
       })
       .then(
         ({ items }) =>

@@ -7,6 +7,7 @@ import { Resources } from '../runtime/resources.ts';
 import { follow, isForbidden } from './follow.ts';
 import type { ProgressView } from './progress.ts';
 import { type Outcome, downloadsOf, outcomeOf, stepsOf, waitingFor } from './steps.ts';
+import { labelValue } from '../vm/names.ts';
 
 export type WatchResult =
   | { kind: 'done'; outcome: Outcome; session: BrowseSession }
@@ -57,7 +58,7 @@ export async function watchSession(
     client,
     Resources.DownloadRequest,
     namespace,
-    { labelSelector: `${SESSION_LABEL}=${name.slice(0, 63)}`, signal: stop.signal, onRetry },
+    { labelSelector: `${SESSION_LABEL}=${labelValue(name)}`, signal: stop.signal, onRetry },
     (objects) => {
       requests = [...objects.values()].filter((r) =>
         r.metadata.ownerReferences?.some((ref) => ref.uid === created.metadata.uid),

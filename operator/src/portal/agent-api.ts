@@ -34,6 +34,7 @@ import type { Informer } from '../runtime/informer.ts';
 import { Resources } from '../runtime/resources.ts';
 import { controllerReference, mergePatchBetween } from '../runtime/apply.ts';
 import { ANNOTATIONS, type Secret, type VirtualMachine, loginSecretName, runOutputName } from '../vm/builders.ts';
+import { labelValue } from '../vm/names.ts';
 
 const BODY_LIMIT = 64 * 1024;
 const MESSAGE_LIMIT = 8192;
@@ -326,7 +327,7 @@ export class AgentApi {
       metadata: {
         name,
         namespace: session.metadata.namespace,
-        labels: { 'codebrowse.io/session': session.metadata.name!.slice(0, 63) },
+        labels: { 'codebrowse.io/session': labelValue(session.metadata.name!) },
         ownerReferences: [controllerReference(Resources.BrowseSession, session)],
       },
       data: { output },

@@ -9,6 +9,7 @@ import { controllerReference } from '../runtime/apply.ts';
 import type { KubeObject } from '../runtime/client.ts';
 import { Resources } from '../runtime/resources.ts';
 import { carriedLabels } from './carried-labels.ts';
+import { boundedName, labelValue } from './names.ts';
 import { LAN_INTERFACE, lanMac, multusNetworkName } from './pool-network.ts';
 
 export const LABELS = {
@@ -54,7 +55,7 @@ export function vmNamespace(pool: ServerPool): string {
 
 /** The value of the session label: labels allow no "/", and at most 63 characters. */
 export function sessionLabel(session: BrowseSession): string {
-  return `${session.metadata.namespace}.${session.metadata.name}`.slice(0, 63).replace(/[^A-Za-z0-9]+$/, '');
+  return labelValue(`${session.metadata.namespace}.${session.metadata.name}`);
 }
 
 /** The image a session runs: by name if it asks for one, else the first of its OS and architecture. */
@@ -255,8 +256,7 @@ export function loginSecretName(session: BrowseSession): string {
 
 /** The ConfigMap that keeps a test run's whole output, next to its session. */
 export function runOutputName(session: BrowseSession): string {
-  const suffix = '-run-output';
-  return `${session.metadata.name!.slice(0, 253 - suffix.length)}${suffix}`;
+  return boundedName(session.metadata.name!, '-run-output');
 }
 
 /** The user's login (user name and a generated password), owned by the session. */
@@ -306,7 +306,7 @@ export function hostnameOf(session: BrowseSession, pool: ServerPool): string {
 }
 
 export function dnsEndpointName(session: BrowseSession): string {
-  return `${session.metadata.name!.slice(0, 240)}-dns`;
+  return boundedName(session.metadata.name!, '-dns');
 }
 
 /** <user>.<zone> → the session's address, for ExternalDNS (CRD source). */

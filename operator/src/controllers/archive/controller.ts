@@ -19,6 +19,7 @@ import { imageFor, vmNamespace } from '../../vm/builders.ts';
 import { carriedLabels } from '../../vm/carried-labels.ts';
 import { packageRef } from '../../api/browsesession.ts';
 import { statusWithCondition } from '../browsesession/machine.ts';
+import { labelValue } from '../../vm/names.ts';
 
 export const ARCHIVE_FINALIZER = 'codebrowse.io/archive-cleanup';
 export const ARCHIVE_LABELS = {
@@ -192,7 +193,7 @@ export function sessionArchiveController(): ControllerDefinition<SessionArchive>
             labels: {
               ...carriedLabels(archive.metadata.labels),
               [ARCHIVE_LABELS.user]: archive.spec.user,
-              [ARCHIVE_LABELS.archive]: archive.metadata.name!.slice(0, 63),
+              [ARCHIVE_LABELS.archive]: labelValue(archive.metadata.name!),
               [ARCHIVE_LABELS.archiveNamespace]: archive.metadata.namespace!,
             },
             annotations: {

@@ -12,6 +12,7 @@ import type { BrowseSession, DownloadRequest } from '../../api/objects.ts';
 import { type PackageSpec, inlineSpec } from '../../deps/spec.ts';
 import { controllerReference } from '../../runtime/apply.ts';
 import { Resources } from '../../runtime/resources.ts';
+import { boundedName, labelValue } from '../../vm/names.ts';
 
 export const SESSION_LABEL = 'codebrowse.io/session';
 export const DEFAULT_MAX_DEPENDENCY_DEPTH = 5;
@@ -26,14 +27,12 @@ export interface GraphLimits {
 
 /** The name of the DownloadRequest of package `index` (DNS-1123, at most 253 characters). */
 export function downloadRequestName(session: BrowseSession, index: number): string {
-  const suffix = `-pkg-${index}`;
-  return `${session.metadata.name!.slice(0, 253 - suffix.length)}${suffix}`;
+  return boundedName(session.metadata.name!, `-pkg-${index}`);
 }
 
 /** The name of the DownloadRequest of a required package, by its identity. */
 export function dependencyRequestName(session: BrowseSession, key: string): string {
-  const suffix = `-dep-${createHash('sha256').update(key).digest('hex').slice(0, 12)}`;
-  return `${session.metadata.name!.slice(0, 253 - suffix.length)}${suffix}`;
+  return boundedName(session.metadata.name!, `-dep-${createHash('sha256').update(key).digest('hex').slice(0, 12)}`);
 }
 
 type Reason =
@@ -100,7 +99,7 @@ function buildRequest(session: BrowseSession, node: GraphNode): DownloadRequest 
       // history records who browsed what.
       labels: {
         ...carriedLabels(session.metadata.labels),
-        [SESSION_LABEL]: session.metadata.name!.slice(0, 63),
+        [SESSION_LABEL]: labelValue(session.metadata.name!),
         'codebrowse.io/user': session.spec.user,
       },
       ownerReferences: [controllerReference(Resources.BrowseSession, session)],

@@ -43,6 +43,7 @@ import {
 import { isWarmAndReady, nodeOf } from '../warmpool/controller.ts';
 import { carriedLabels } from '../../vm/carried-labels.ts';
 import { addressingOf } from '../../vm/pool-network.ts';
+import { boundedName } from '../../vm/names.ts';
 
 type Status = BrowseSessionStatus;
 
@@ -423,7 +424,7 @@ export async function ensureConnectAccess(
 }
 
 export function connectRoleName(vmName: string): string {
-  return `${vmName.slice(0, 240)}-connect`;
+  return boundedName(vmName, '-connect');
 }
 
 /**
