@@ -162,4 +162,60 @@ describe('the snapshot archive', () => {
       20_000,
     );
   }, 120_000);
+
+  it("with KubeVirt's Snapshot gate off: fails once, naming the gate and the fix; archives again once it is on", async () => {
+    const KubeVirt = defineResource('kubevirt.io', 'v1', 'KubeVirt', 'kubevirts');
+    type KubeVirtCr = KubeObject & {
+      spec: { configuration?: { developerConfiguration?: { featureGates?: string[] } } };
+    };
+    const gates = (await admin.get<KubeVirtCr>(KubeVirt, 'kubevirt', 'kubevirt'))!.spec.configuration!
+      .developerConfiguration!.featureGates!;
+    expect(gates).toContain('Snapshot');
+    const session = await readySession('cal');
+    const setGates = (featureGates: string[]) =>
+      admin.mergePatch(KubeVirt, 'kubevirt', 'kubevirt', {
+        spec: { configuration: { developerConfiguration: { featureGates } } },
+      });
+    // virt-api reads the CR as it changes: a dry run tells when it refuses (or takes) snapshots.
+    const virtApiTakesSnapshots = () =>
+      admin
+        .apply(
+          Resources.VirtualMachineSnapshot,
+          {
+            metadata: { name: 'probe', namespace: VMS },
+            spec: { source: { apiGroup: 'kubevirt.io', kind: 'VirtualMachine', name: session.status!.vm } },
+          } as KubeObject,
+          { fieldManager: 'archive-test', dryRun: true },
+        )
+        .then(
+          () => true,
+          (error: Error) => {
+            if (/snapshot feature gate not enabled/.test(error.message)) return false;
+            throw error;
+          },
+        );
+    await setGates(gates.filter((g) => g !== 'Snapshot'));
+    try {
+      await eventually('virt-api refuses snapshots', async () => !(await virtApiTakesSnapshots()));
+      const off = await archive('cal-off', 'cal', 'cal');
+      expect(off.status?.phase).toBe('Failed');
+      expect(failed(off)?.reason).toBe('SnapshotsDisabled');
+      expect(failed(off)?.message).toContain('its Snapshot feature gate is off');
+      expect(failed(off)?.message).toContain('spec.configuration.developerConfiguration.featureGates');
+      // Said once: no retry loop writes the archive again, and no snapshot was made.
+      const version = off.metadata.resourceVersion;
+      await new Promise((resolve) => setTimeout(resolve, 5_000));
+      const later = await admin.get<SessionArchive>(Resources.SessionArchive, 'cal-off', ns.name);
+      expect(later?.metadata.resourceVersion).toBe(version);
+      const snapshots = await admin.list(Resources.VirtualMachineSnapshot, VMS, {
+        labelSelector: 'codebrowse.io/archive=cal-off',
+      });
+      expect(snapshots.items).toHaveLength(0);
+    } finally {
+      await setGates(gates);
+    }
+    await eventually('virt-api takes snapshots again', virtApiTakesSnapshots);
+    const on = await archive('cal-on', 'cal', 'cal');
+    expect(on.status?.phase).toBe('Ready');
+  }, 180_000);
 });

@@ -305,8 +305,9 @@ export async function ensureVm(
     const timeoutMs = durationOr(pool.spec.sessions?.startTimeout, DEFAULT_START_TIMEOUT_MS);
     const waited = Date.now() - (Number.isNaN(since) ? Date.now() : since);
     if (waited >= timeoutMs) {
-      // KubeVirt reports a state that did not turn into Running in time: say which, and let go.
-      const reason = state && meaning.failing ? `VM${state}` : 'VMStartTimedOut';
+      // KubeVirt reports a state that did not turn into Running in time: say which (in the reason
+      // too: VMErrorUnschedulable, VMProvisioning...), and let go.
+      const reason = state ? `VM${state}` : 'VMStartTimedOut';
       const text = `${describeVmState(vm)}, for longer than the pool's start timeout (spec.sessions.startTimeout ${pool.spec.sessions?.startTimeout ?? '15m'}): ${meaning.fix}`;
       let failed = withCondition({ ...next, phase: 'Failed' }, 'VMReady', 'False', reason, text, generation);
       failed = withCondition(failed, 'Failed', 'True', reason, text, generation);
