@@ -187,6 +187,36 @@ describe('the chart', () => {
     expect(install.stdout).toMatch(/NOTES:[\s\S]*Create a ServerPool/);
   });
 
+  it("closes the session VMs' way to cluster ranges (IPv4 and IPv6), metadata services and NAT64; DNS only to the DNS pods", async () => {
+    const objects = await template([...SET, 'networkPolicy.clusterCIDRs={10.0.0.0/8,2001:db8:42::/56}']);
+    const policy = objects.find((o) => o.kind === 'NetworkPolicy') as KubeObject & {
+      spec: { egress: { to: Record<string, { matchLabels?: object; cidr?: string; except?: string[] }>[] }[] };
+    };
+    const [dns, , internet] = policy.spec.egress;
+    expect(dns!.to).toEqual([
+      {
+        namespaceSelector: { matchLabels: { 'kubernetes.io/metadata.name': 'kube-system' } },
+        podSelector: { matchLabels: { 'k8s-app': 'kube-dns' } },
+      },
+    ]);
+    const blocks = Object.fromEntries(internet!.to.map((t) => [t.ipBlock!.cidr, t.ipBlock!.except]));
+    expect(blocks['0.0.0.0/0']).toEqual(
+      expect.arrayContaining(['10.0.0.0/8', '169.254.0.0/16', '127.0.0.0/8', '100.100.100.200/32', '168.63.129.16/32']),
+    );
+    expect(blocks['0.0.0.0/0']).not.toContain('2001:db8:42::/56');
+    expect(blocks['::/0']).toEqual(
+      expect.arrayContaining([
+        '2001:db8:42::/56',
+        '::1/128',
+        '::ffff:0:0/96',
+        'fe80::/10',
+        'fc00::/7',
+        '64:ff9b::/96',
+        '64:ff9b:1::/48',
+      ]),
+    );
+  });
+
   it('renders the GitOps example (kustomize overlay over the chart) with its values and patches', async () => {
     const kubectl = join(await resolveBinaries(), 'kubectl');
     const { stdout } = await run(

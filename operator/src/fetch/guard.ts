@@ -68,7 +68,14 @@ const INTERNAL_V6_RANGES = new Map<string, string>([
 ]);
 
 // Cloud metadata services, named in messages because they are the classic SSRF target.
-const METADATA_ADDRESSES = new Set(['169.254.169.254', 'fd00:ec2::254', '100.100.100.200', '169.254.170.2']);
+// 168.63.129.16 is Azure's WireServer: a public address that serves a VM's configuration.
+const METADATA_ADDRESSES = new Set([
+  '169.254.169.254',
+  'fd00:ec2::254',
+  '100.100.100.200',
+  '169.254.170.2',
+  '168.63.129.16',
+]);
 
 const GLOBAL_UNICAST_V6 = ipaddr.IPv6.parseCIDR('2000::/3');
 const NAT64_WELL_KNOWN = ipaddr.IPv6.parseCIDR('64:ff9b::/96');

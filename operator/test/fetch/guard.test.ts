@@ -35,6 +35,7 @@ describe('NetworkGuard addresses', () => {
     ['169.254.1.1', 'link-local'],
     ['169.254.169.254', 'metadata'],
     ['100.100.100.200', 'metadata'],
+    ['168.63.129.16', 'metadata'], // Azure's WireServer: public, yet a VM's configuration
     ['100.64.0.1', 'carrier-grade NAT'],
     ['0.0.0.0', 'unspecified'],
     ['0.1.2.3', 'unspecified'],
