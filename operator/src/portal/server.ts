@@ -44,6 +44,10 @@ export async function startPortal(options: {
   const { manager, agentApi, metrics, pages, console: consoleProxy } = options;
   const server: Server = createServer((req, res) => {
     void (async () => {
+      if (!isCanonical(req.url)) {
+        res.writeHead(400, { 'content-type': 'text/plain; charset=utf-8' }).end('not a canonical path\n');
+        return;
+      }
       if (await agentApi.handle(req, res)) return;
       if (pages && (await pages.handle(req, res))) return;
       const path = new URL(req.url ?? '/', 'http://portal').pathname;
@@ -57,6 +61,10 @@ export async function startPortal(options: {
   });
   // The console's WebSocket; any other upgrade is refused.
   server.on('upgrade', (req, socket, head: Buffer) => {
+    if (!isCanonical(req.url)) {
+      socket.destroy();
+      return;
+    }
     void (consoleProxy ? consoleProxy.upgrade(req, socket, head) : Promise.resolve(false)).then(
       (handled) => {
         if (!handled) socket.destroy();
@@ -79,6 +87,25 @@ export async function startPortal(options: {
         server.closeAllConnections();
       }),
   };
+}
+
+/**
+ * Whether a request's path is the one every reader of it sees: no dot segments (plain or
+ * %2e-encoded), no backslashes and no encoded separators. URL parsing turns
+ * /sessions/..\agent\v1\manifest into /agent/v1/manifest and /sessions/%2e%2e/metrics into
+ * /metrics; a proxy in front that routes by the raw path (the agent API and metrics kept inside)
+ * would be bypassed. Such paths are refused, not normalised.
+ */
+export function isCanonical(url: string | undefined): boolean {
+  const raw = (url ?? '/').split('?')[0]!;
+  if (!raw.startsWith('/') || /\\|%2f|%5c/i.test(raw)) return false;
+  let parsed: string;
+  try {
+    parsed = new URL(raw, 'http://portal').pathname;
+  } catch {
+    return false;
+  }
+  return parsed === raw;
 }
 
 function splitAddress(address: string): [string | undefined, number] {
