@@ -179,13 +179,14 @@ describe('dependency specs (codebrowse.yaml)', () => {
     const agent = await root.runAgent({ portal: world.portalUrl, token, timeoutMs: 240_000 });
     if (agent.code !== 0) throw new Error(`the agent exited ${agent.code}:\n${agent.stdout}\n${agent.stderr}`);
 
+    // Ready once KubeVirt's controllers (shared with the rest of the run) report the VM running.
     const ready = await eventually(
       'dana Ready',
       async () => {
         const s = await admin.get<BrowseSession>(Resources.BrowseSession, 'dana', ns.name);
         return s?.status?.phase === 'Ready' ? s : undefined;
       },
-      60_000,
+      180_000,
     );
     expect(ready.status?.packages?.map((p) => p.installed)).toEqual([true, true, true, true]);
     // What ran in the VM, in this order; each package's own steps checked its requirements were there.
