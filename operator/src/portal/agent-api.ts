@@ -143,11 +143,17 @@ export class AgentApi {
     return vm;
   }
 
+  /**
+   * The session that claimed the VM: the one of the uid the claim recorded, never a later session
+   * of the same name (whose password and packages are not this VM's to have).
+   */
   private async sessionOf(vm: VirtualMachine): Promise<BrowseSession | undefined> {
     const ref = vm.metadata.annotations?.[ANNOTATIONS.sessionRef];
-    if (!ref) return undefined;
+    const uid = vm.metadata.annotations?.[ANNOTATIONS.sessionUid];
+    if (!ref || !uid) return undefined;
     const [namespace, name] = ref.split('/');
-    return this.deps.client.get<BrowseSession>(Resources.BrowseSession, name!, namespace);
+    const session = await this.deps.client.get<BrowseSession>(Resources.BrowseSession, name!, namespace);
+    return session?.metadata.uid === uid ? session : undefined;
   }
 
   private async manifest(vm: VirtualMachine, res: ServerResponse): Promise<void> {

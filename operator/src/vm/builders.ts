@@ -30,6 +30,8 @@ export const ANNOTATIONS = {
   address: 'codebrowse.io/address',
   /** <namespace>/<name> of the claiming session, readable (labels cannot hold a slash). */
   sessionRef: 'codebrowse.io/session-ref',
+  /** The uid of the claiming session: a later session of the same name is another session. */
+  sessionUid: 'codebrowse.io/session-uid',
   /** <namespace>/<name> of the SessionArchive whose disk the VM is a copy of. */
   restoredFrom: 'codebrowse.io/restored-from',
 } as const;
@@ -108,6 +110,7 @@ export function buildVirtualMachine(
       ? {
           ...(claim.ip ? { [ANNOTATIONS.address]: claim.ip } : {}),
           [ANNOTATIONS.sessionRef]: `${claim.session.metadata.namespace}/${claim.session.metadata.name}`,
+          ...(claim.session.metadata.uid ? { [ANNOTATIONS.sessionUid]: claim.session.metadata.uid } : {}),
         }
       : {}),
   };

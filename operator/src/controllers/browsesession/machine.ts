@@ -140,9 +140,12 @@ export async function ensureLogin(
 
 /** Whether the VM was claimed by or made for the session. */
 function heldBy(vm: VirtualMachine, session: BrowseSession): boolean {
+  const uid = vm.metadata.annotations?.[ANNOTATIONS.sessionUid];
   return (
     vm.metadata.labels?.[LABELS.session] === sessionLabel(session) &&
-    vm.metadata.annotations?.[ANNOTATIONS.sessionRef] === `${session.metadata.namespace}/${session.metadata.name}`
+    vm.metadata.annotations?.[ANNOTATIONS.sessionRef] === `${session.metadata.namespace}/${session.metadata.name}` &&
+    // VMs claimed before the uid was recorded carry none.
+    (uid === undefined || uid === session.metadata.uid)
   );
 }
 
@@ -243,6 +246,7 @@ export async function ensureVm(
               // null: a PodNetwork session has no address of ours (its pod IP comes later).
               [ANNOTATIONS.address]: claim.ip ?? null,
               [ANNOTATIONS.sessionRef]: `${session.metadata.namespace}/${session.metadata.name}`,
+              [ANNOTATIONS.sessionUid]: session.metadata.uid!,
             },
           },
         });
@@ -703,6 +707,7 @@ export async function releaseVm(
   const gone = (error: unknown): void => {
     if (!isNotFound(error)) throw error;
   };
-  await ctx.client.delete(Resources.VirtualMachine, vm.metadata.name!, vm.metadata.namespace).catch(gone);
+  // The token first: from then on the VM's agent (hostile or not) is nobody to the portal.
   await ctx.client.delete(Resources.Secret, agentSecretName(vm.metadata.name!), vm.metadata.namespace).catch(gone);
+  await ctx.client.delete(Resources.VirtualMachine, vm.metadata.name!, vm.metadata.namespace).catch(gone);
 }
