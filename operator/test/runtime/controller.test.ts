@@ -84,10 +84,12 @@ describe('reconcile driver', () => {
     await admin.create(Widget, widget('timed', { color: 'green', requeueAfterMs: 2000 }));
     const key = `${ns.name}/timed`;
     await eventually('three reconciles', () => running!.journal.attemptsFor(key).length >= 4, 15_000);
-    // The first gap may be shortened by the reconcile our own ConfigMap write triggers.
+    // The first gap may be shortened by the reconcile our own ConfigMap write triggers. Not before
+    // 2 s, and long before anything else would reconcile it (the resync is minutes away); a machine
+    // busy with QEMU beside the suite delays timers by a second and more.
     for (const gap of gaps(running.journal.attemptsFor(key)).slice(-2)) {
       expect(gap).toBeGreaterThanOrEqual(1990);
-      expect(gap).toBeLessThan(2600);
+      expect(gap).toBeLessThan(4500);
     }
   });
 
