@@ -16,7 +16,7 @@ export NPM_CONFIG_UPDATE_NOTIFIER := false
 
 # Debian packages the tests need (installed only where missing; CI machines start without them).
 APT_PACKAGES := openssl vsftpd debootstrap shellcheck bzip2 xz-utils curl unzip bind9 bind9-dnsutils iproute2 chromium xvfb x11vnc tmux \
-  qemu-system-x86 qemu-utils dnsmasq-base dosfstools mtools openssh-client socat
+  qemu-system-x86 qemu-utils dnsmasq-base dosfstools mtools openssh-client socat iputils-ping
 
 RESULTS := .cache/test-results/jest.json
 JEST := $(NODE) --experimental-vm-modules --disable-warning=ExperimentalWarning node_modules/jest/bin/jest.js

@@ -16,6 +16,7 @@ import type { Secret } from '../../operator/src/vm/builders.ts';
 import { TestServer } from '../../operator/test/fetch/servers.ts';
 import { type World, startWorld, uniqueName } from '../../operator/test/controllers/world.ts';
 import { clientFor, eventually } from '../../operator/test/runtime/harness.ts';
+import { lanMac } from '../../operator/src/vm/pool-network.ts';
 import { tarGz, zip } from './packages.ts';
 import { GuestRoot, testRootfs } from './rootfs.ts';
 
@@ -176,17 +177,22 @@ describe('dependency specs (codebrowse.yaml)', () => {
 
     const secret = await admin.get<Secret>(Resources.Secret, `${withVm.status!.vm}-agent`, 'codebrowse-vms');
     const token = Buffer.from(secret!.data!.token!, 'base64').toString('utf8');
-    const agent = await root.runAgent({ portal: world.portalUrl, token, timeoutMs: 240_000 });
+    const agent = await root.runAgent({
+      portal: world.portalUrl,
+      token,
+      timeoutMs: 240_000,
+      // The VM's NIC on the pool network, where the session's address goes.
+      lanMac: lanMac('codebrowse-vms', withVm.status!.vm!),
+    });
     if (agent.code !== 0) throw new Error(`the agent exited ${agent.code}:\n${agent.stdout}\n${agent.stderr}`);
 
-    // Ready once KubeVirt's controllers (shared with the rest of the run) report the VM running.
     const ready = await eventually(
       'dana Ready',
       async () => {
         const s = await admin.get<BrowseSession>(Resources.BrowseSession, 'dana', ns.name);
         return s?.status?.phase === 'Ready' ? s : undefined;
       },
-      180_000,
+      60_000,
     );
     expect(ready.status?.packages?.map((p) => p.installed)).toEqual([true, true, true, true]);
     // What ran in the VM, in this order; each package's own steps checked its requirements were there.

@@ -132,7 +132,9 @@ const as = (user: string): string[] => ['--kubeconfig', join(dir, `kubeconfig-${
 
 /** kubectl browse as USER (its plugin, from the sources). */
 function browse(user: string, ...args: string[]): Promise<{ stdout: string; stderr: string }> {
-  return run(PLUGIN, [...args, ...as(user)], {
+  // The user's kubeconfig before a "--" (what follows it is ssh's).
+  const end = args.includes('--') ? args.indexOf('--') : args.length;
+  return run(PLUGIN, [...args.slice(0, end), ...as(user), ...args.slice(end)], {
     env: {
       ...process.env,
       KUBECTL_BROWSE_FROM_SOURCE: '1',

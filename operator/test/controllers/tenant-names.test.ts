@@ -57,8 +57,8 @@ describe('two sessions whose long names share a prefix', () => {
       'pool ready',
       async () => (await admin.get<ServerPool>(Resources.ServerPool, pool))?.status?.totals?.nodes === 1,
     );
-    await world.session(ns.name, FIRST, { pool, user: 'ann' });
-    await world.session(ns.name, SECOND, { pool, user: 'ben' });
+    await world.session(ns.name, FIRST, { pool, user: 'ann', email: 'ann@example.org' });
+    await world.session(ns.name, SECOND, { pool, user: 'ben', email: 'ben@example.org' });
     await playGuestAgent(world, admin, ns.name, FIRST);
     await playGuestAgent(world, admin, ns.name, SECOND);
     const [first, second] = [await ready(FIRST), await ready(SECOND)];
