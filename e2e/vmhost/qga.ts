@@ -45,8 +45,9 @@ export function guestCommand<T>(socketPath: string, command: string, args?: obje
       socket.write(`${JSON.stringify({ execute: 'guest-sync-delimited', arguments: { id } })}\n`);
     });
     socket.on('data', (chunk: Buffer) => {
-      // The agent answers the sync with 0xFF then {"return": id}: skip up to it.
-      buffer += chunk.toString('utf8').replace(/\u00ff/g, '\n');
+      // The agent answers the sync with the byte 0xFF then {"return": id}: skip up to it. 0xFF is
+      // no UTF-8, so decoding makes it U+FFFD (the agent's JSON itself is valid UTF-8).
+      buffer += chunk.toString('utf8').replace(/\ufffd/g, '\n');
       let newline: number;
       while ((newline = buffer.indexOf('\n')) >= 0) {
         const line = buffer.slice(0, newline).trim();
