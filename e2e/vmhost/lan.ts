@@ -37,6 +37,9 @@ export function startLan(netns: string, bridge: string, addresses: string[]): La
     ip('-n', netns, 'link', 'add', bridge, 'type', 'bridge');
     ip('-n', netns, 'link', 'set', bridge, 'up');
   }
+  // The edge router learns an address's MAC from a gratuitous ARP even when it holds no entry for
+  // it (arp_accept), as routers that cache ARP for a LAN of hosts do: what the agent announces for.
+  execFileSync('ip', ['netns', 'exec', netns, 'sysctl', '-qw', `net.ipv4.conf.${bridge}.arp_accept=1`]);
   for (const address of addresses) {
     try {
       ip('-n', netns, 'addr', 'add', address, 'dev', bridge);

@@ -66,7 +66,8 @@ export function warmPoolController(options: WarmPoolOptions): ControllerDefiniti
     errorCondition: null,
     watches: [
       { type: Resources.VirtualMachine, keys: labelKeys(LABELS.pool, Resources.ServerPool) },
-      { type: Resources.Node, keys: () => [] },
+      // A node that becomes Ready (or goes) changes where warm VMs fit: every pool looks again.
+      { type: Resources.Node, keys: () => (options.pools?.().list() ?? []).map((p) => p.metadata.name!) },
       { type: Resources.BrowseSession, keys: () => [] },
       // Only the per-VM agent Secrets, not every Secret of the cluster.
       {
