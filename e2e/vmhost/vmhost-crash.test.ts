@@ -145,9 +145,12 @@ describe('the QEMU VM host', () => {
 
       await client.delete(Resources.VirtualMachine, 'crash-a', NS);
       await eventually('QEMU stopped with the VM', () => !isAlive(after.qemu[0]!), MINUTE);
+      // The VMI goes through KubeVirt's finalizers and the launcher pod's deletion: on a machine busy
+      // with other QEMU tests that took more than 20 s once.
       await eventually(
         'its tap and VMI gone',
         async () => taps().length === 0 && !(await client.get(Resources.VirtualMachineInstance, 'crash-a', NS)),
+        2 * MINUTE,
       );
 
       second.kill('SIGTERM');
