@@ -4,16 +4,7 @@
 // names as its gateway, from where users (the tests) reach session addresses. Nothing of the pod
 // network reaches it: the only way to a session address is this LAN.
 import { execFileSync } from 'node:child_process';
-
-function ip(...args: string[]): string {
-  return execFileSync('ip', args, { encoding: 'utf8', stdio: ['ignore', 'pipe', 'pipe'] });
-}
-
-function exists(netns: string): boolean {
-  return ip('netns', 'list')
-    .split('\n')
-    .some((line) => line.split(' ')[0] === netns);
-}
+import { ip, netnsExists } from './network.ts';
 
 export interface Lan {
   netns: string;
@@ -29,7 +20,7 @@ export interface Lan {
  * 10.80.0.1/16: the router's address on the LAN) on the bridge.
  */
 export function startLan(netns: string, bridge: string, addresses: string[]): Lan {
-  if (!exists(netns)) {
+  if (!netnsExists(netns)) {
     ip('netns', 'add', netns);
     ip('-n', netns, 'link', 'set', 'lo', 'up');
   }

@@ -33,11 +33,11 @@ export interface NetworkOptions {
   lanNetns?: string;
 }
 
-function ip(...args: string[]): string {
+export function ip(...args: string[]): string {
   return execFileSync('ip', args, { encoding: 'utf8', stdio: ['ignore', 'pipe', 'pipe'] });
 }
 
-function netnsExists(name: string): boolean {
+export function netnsExists(name: string): boolean {
   return ip('netns', 'list')
     .split('\n')
     .some((line) => line.split(' ')[0] === name);
