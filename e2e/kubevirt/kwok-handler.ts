@@ -21,7 +21,7 @@ import { createLogger } from '../../operator/src/runtime/log.ts';
 import { Resources, defineResource } from '../../operator/src/runtime/resources.ts';
 import { durationMs } from '../../operator/src/api/duration.ts';
 import { serveHandlerApi } from './handler-api.ts';
-import { type Vmi, pausedConditions, runningStatus, stoppedStatus } from './vmi-status.ts';
+import { type Vmi, pausedConditions, runningStatus, stoppedStatus, withStatus } from './vmi-status.ts';
 
 const { values } = parseArgs({
   options: {
@@ -117,10 +117,7 @@ function enqueue(key: string, task: () => Promise<void>): Promise<void> {
 
 /** Writes `status` on the VMI as the cache has it (resourceVersion precondition). */
 async function writeStatus(vmi: VmiObject, status: NonNullable<Vmi['status']>): Promise<void> {
-  await client.mergePatch(Resources.VirtualMachineInstance, vmi.metadata.name!, vmi.metadata.namespace, {
-    metadata: { resourceVersion: vmi.metadata.resourceVersion },
-    status,
-  });
+  await client.replace(Resources.VirtualMachineInstance, withStatus(vmi, status));
 }
 
 const started = new Map<string, number>();
@@ -183,10 +180,10 @@ async function setPaused(namespace: string, name: string, paused: boolean): Prom
     const vmi = vmis.get(`${namespace}/${name}`);
     if (!vmi) throw new Error(`VMI ${namespace}/${name} does not exist`);
     try {
-      await client.mergePatch(Resources.VirtualMachineInstance, name, namespace, {
-        metadata: { resourceVersion: vmi.metadata.resourceVersion },
-        status: { conditions: pausedConditions(vmi, paused) },
-      });
+      await client.replace(
+        Resources.VirtualMachineInstance,
+        withStatus(vmi, { conditions: pausedConditions(vmi, paused) }),
+      );
       log.info({ vmi: `${namespace}/${name}`, paused }, paused ? 'domain paused' : 'domain resumed');
       return;
     } catch (error) {

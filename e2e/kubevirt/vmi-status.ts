@@ -62,6 +62,32 @@ export interface Vmi {
   };
 }
 
+/**
+ * The whole VMI with `status` written over its status, as virt-handler sends it: an Update (PUT) of
+ * the object it read (pkg/virt-handler/vm.go:1094), never a merge patch. A JSON merge patch drops
+ * the nulls Go writes for an unset time (lastProbeTime: null, types.go VirtualMachineInstanceCondition,
+ * metav1.Time has no omitempty), and virt-controller's JSON-patch "test" of the conditions it read
+ * (watch/vmi/lifecycle.go prepareVMIPatch) then fails for ever: its finalizer stays, and a deleted
+ * VMI never goes. Conditions are written as Go marshals them: both times (null when unset), reason
+ * and message only when set.
+ */
+export function withStatus<T extends Vmi>(vmi: T, status: NonNullable<Vmi['status']>): T {
+  const merged = { ...(vmi.status ?? {}), ...status };
+  if (merged.conditions) merged.conditions = merged.conditions.map(asGoMarshals);
+  return { ...vmi, apiVersion: 'kubevirt.io/v1', kind: 'VirtualMachineInstance', status: merged };
+}
+
+function asGoMarshals(c: Condition): Condition {
+  return {
+    type: c.type,
+    status: c.status,
+    lastProbeTime: c.lastProbeTime ?? null,
+    lastTransitionTime: c.lastTransitionTime ?? null,
+    ...(c.reason ? { reason: c.reason } : {}),
+    ...(c.message ? { message: c.message } : {}),
+  };
+}
+
 export function now(): string {
   return new Date().toISOString().replace(/\.\d+Z$/, 'Z');
 }

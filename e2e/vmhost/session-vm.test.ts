@@ -12,7 +12,7 @@
 // node that leaves, whose subnet a new host takes: the address answers there at once, announced.
 import { execFile, execFileSync } from 'node:child_process';
 import { existsSync, readdirSync, readFileSync } from 'node:fs';
-import { chmod, mkdtemp, readFile, rm, writeFile } from 'node:fs/promises';
+import { chmod, copyFile, mkdir, mkdtemp, readFile, rm, writeFile } from 'node:fs/promises';
 import { tmpdir } from 'node:os';
 import { dirname, join } from 'node:path';
 import { promisify } from 'node:util';
@@ -122,6 +122,14 @@ beforeAll(async () => {
 afterAll(async () => {
   await browser?.close();
   await dns?.stop();
+  // The processes' logs outlive the run (CI keeps .cache/test-results): what failed can be read.
+  if (dir && existsSync(dir)) {
+    const logs = join(ARTIFACTS, 'session-vm-logs');
+    await rm(logs, { recursive: true, force: true });
+    await mkdir(logs, { recursive: true });
+    for (const file of readdirSync(dir).filter((f) => f.endsWith('.log')))
+      await copyFile(join(dir, file), join(logs, file)).catch(() => undefined);
+  }
   if (env) await run(process.execPath, [CLI, 'down'], { env, timeout: 2 * MINUTE }).catch(() => undefined);
   await packages?.close();
   await smtp?.close();
@@ -336,11 +344,30 @@ spec:
         1000,
       );
       await eventually('its QEMU gone', () => !isAlive(pid), MINUTE, 500);
-      await eventually('its VM, VMI and scratch gone', async () => {
-        const vm = await client.get(Resources.VirtualMachine, session.status!.vm!, VMS);
-        const vmi = await client.get(Resources.VirtualMachineInstance, session.status!.vm!, VMS);
-        return !vm && !vmi && !existsSync(join(dir, 'vmhost', 'vms', vmDir!));
-      });
+      await eventually(
+        'its VM, VMI and scratch gone',
+        async () => {
+          const vm = await client.get<VirtualMachine>(Resources.VirtualMachine, session.status!.vm!, VMS);
+          const vmi = await client.get<VirtualMachineInstance>(
+            Resources.VirtualMachineInstance,
+            session.status!.vm!,
+            VMS,
+          );
+          const scratch = existsSync(join(dir, 'vmhost', 'vms', vmDir!));
+          if (!vm && !vmi && !scratch) return true;
+          // What is left, for the failure message.
+          throw new Error(
+            [
+              vm && `VM (finalizers ${JSON.stringify(vm.metadata.finalizers ?? [])}, ${vm.status?.printableStatus})`,
+              vmi && `VMI (phase ${vmi.status?.phase}, finalizers ${JSON.stringify(vmi.metadata.finalizers ?? [])})`,
+              scratch && 'its scratch directory',
+            ]
+              .filter(Boolean)
+              .join(', ') + ' left',
+          );
+        },
+        MINUTE,
+      );
       await eventually('the address free again (the pool counts no session)', async () => {
         const pool = await client.get<ServerPool>(Resources.ServerPool, 'default');
         return pool?.status?.totals?.used === 0;

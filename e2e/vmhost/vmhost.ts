@@ -36,7 +36,15 @@ import { Resources, defineResource } from '../../operator/src/runtime/resources.
 import type { Secret } from '../../operator/src/vm/builders.ts';
 import { HANDLER_PORT } from '../kubevirt/kubevirt.ts';
 import { serveHandlerApi } from '../kubevirt/handler-api.ts';
-import { type Vmi, macFor, now, pausedConditions, runningStatus, stoppedStatus } from '../kubevirt/vmi-status.ts';
+import {
+  type Vmi,
+  macFor,
+  now,
+  pausedConditions,
+  runningStatus,
+  stoppedStatus,
+  withStatus,
+} from '../kubevirt/vmi-status.ts';
 import { Domain } from './domain.ts';
 import { HostNetwork } from './network.ts';
 import { type GuestInterface, type GuestOsInfo, guestCommand } from './qga.ts';
@@ -425,6 +433,8 @@ interface Guest {
   };
   written?: string;
   stopping?: boolean;
+  /** The stop in progress (or done), shared by every caller of stopDomain. */
+  stopped?: Promise<void>;
 }
 const guests = new Map<string, Guest>();
 
@@ -591,9 +601,18 @@ async function startDomain(vmi: VmiObject, pod: Pod): Promise<Guest> {
   return guest;
 }
 
+/**
+ * Stops the domain of VMI `key` once: the VMI's deletion and its pod's deletion often come together,
+ * and a second caller waits for the first stop instead of stopping (and writing the VMI) again.
+ */
 async function stopDomain(key: string, phase: 'Succeeded' | 'Failed', why: string): Promise<void> {
   const guest = guests.get(key);
   if (!guest) return;
+  guest.stopped ??= stopGuest(key, guest, phase, why);
+  await guest.stopped;
+}
+
+async function stopGuest(key: string, guest: Guest, phase: 'Succeeded' | 'Failed', why: string): Promise<void> {
   guest.stopping = true;
   await guest.domain.stop();
   for (const tap of guest.taps) network.removeTap(tap);
@@ -608,10 +627,7 @@ async function stopDomain(key: string, phase: 'Succeeded' | 'Failed', why: strin
 
 /** Writes the VMI's status as virt-handler (the cache's version as the precondition). */
 async function writeVmi(vmi: VmiObject, status: NonNullable<Vmi['status']>): Promise<void> {
-  await handler.mergePatch(Resources.VirtualMachineInstance, vmi.metadata.name!, vmi.metadata.namespace, {
-    metadata: { resourceVersion: vmi.metadata.resourceVersion },
-    status,
-  });
+  await handler.replace(Resources.VirtualMachineInstance, withStatus(vmi, status));
 }
 
 /** What the guest's qemu-guest-agent says: whether it answers, the guest's interfaces (by MAC), its OS. */
@@ -726,10 +742,10 @@ async function setPaused(namespace: string, name: string, paused: boolean): Prom
     const vmi = vmis.get(key);
     if (!vmi) return;
     try {
-      await handler.mergePatch(Resources.VirtualMachineInstance, name, namespace, {
-        metadata: { resourceVersion: vmi.metadata.resourceVersion },
-        status: { conditions: pausedConditions(vmi, paused) },
-      });
+      await handler.replace(
+        Resources.VirtualMachineInstance,
+        withStatus(vmi, { conditions: pausedConditions(vmi, paused) }),
+      );
       log.info({ vmi: key }, paused ? 'domain paused' : 'domain resumed');
       return;
     } catch (error) {
@@ -775,7 +791,10 @@ function enqueue(key: string, task: () => Promise<void> = () => syncVmi(key)): v
   const next = (queue.get(key) ?? Promise.resolve())
     .then(task)
     .catch((error: unknown) => {
+      // Like kubelet and virt-handler: a failed sync is tried again (a conflict at once, from the
+      // cache the watch has caught up with; anything else a little later), never dropped.
       if (!isConflict(error)) log.warn({ key, err: (error as Error).message }, 'sync failed; again soon');
+      setTimeout(() => enqueue(key, task), isConflict(error) ? 200 : 2000).unref();
     })
     .finally(() => {
       if (queue.get(key) === next) queue.delete(key);

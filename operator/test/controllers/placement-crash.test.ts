@@ -190,7 +190,7 @@ describe('placement under SIGKILL', () => {
 
     // Ending every session gives every address back.
     for (const s of all) await client.delete(Resources.BrowseSession, s.metadata.name!, NAMESPACE);
-    await eventually('sessions gone', async () => (await sessions()).length === 0, 30_000);
+    await eventually('sessions gone', async () => (await sessions()).length === 0, 120_000);
     const emptied = await eventually('the pool is empty again', async () => {
       const p = await client.get<ServerPool>(Resources.ServerPool, 'crash');
       return p?.status?.totals?.used === 0 ? p : undefined;

@@ -113,9 +113,11 @@ describe('downloads', () => {
     expect(condition(failed, 'Failed')).toMatchObject({ status: 'True', reason: 'DownloadFailed' });
     expect(condition(failed, 'Failed')?.message).toContain(`package 2 (${bad}) could not be downloaded: NotFound`);
     expect(failed.status?.ip).toBeUndefined();
-    const events = (
-      await admin.list<KubeObject & { reason: string; involvedObject: { name: string } }>(Resources.Event, ns.name)
-    ).items;
-    expect(events.some((e) => e.involvedObject.name === 'broken' && e.reason === 'DownloadFailed')).toBe(true);
+    // The Event is written after the status (an Event is best effort and never holds a reconcile up).
+    await eventually('a DownloadFailed Event on the session', async () =>
+      (
+        await admin.list<KubeObject & { reason: string; involvedObject: { name: string } }>(Resources.Event, ns.name)
+      ).items.some((e) => e.involvedObject.name === 'broken' && e.reason === 'DownloadFailed'),
+    );
   });
 });
