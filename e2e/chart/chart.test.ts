@@ -22,6 +22,7 @@ import type { BrowseSession, ServerPool } from '../../operator/src/api/objects.t
 import { type KubeClient, type KubeObject, isNotFound } from '../../operator/src/runtime/client.ts';
 import { KINDS } from '../../operator/src/api/kinds.ts';
 import { Resources, type ResourceType } from '../../operator/src/runtime/resources.ts';
+import { browse } from '../../operator/test/browse/harness.ts';
 import { TestServer } from '../../operator/test/fetch/servers.ts';
 import { clientFor, eventually } from '../../operator/test/runtime/harness.ts';
 
@@ -110,6 +111,7 @@ beforeAll(async () => {
   ({ plane } = await startCluster({
     users: [
       { name: 'alice', groups: ['codebrowse:users'] },
+      { name: 'bob', groups: ['codebrowse:users'] },
       { name: 'carol-admin', groups: ['codebrowse:admins'] },
     ],
   }));
@@ -286,8 +288,35 @@ describe('the chart', () => {
       ['operator', 'get', 'virtualmachineinstances', VM_NS, 'kubevirt.io'],
       ['operator', 'create', 'rolebindings', VM_NS, 'rbac.authorization.k8s.io'],
       ['operator', 'get', 'virtualmachineinstances', VM_NS, 'subresources.kubevirt.io', 'portforward'],
+      // A test run's output and the browser console: in the VM namespace (issue 21).
+      ['portal', 'create', 'configmaps', VM_NS],
+      ['portal', 'patch', 'configmaps', VM_NS],
+      ['operator', 'delete', 'configmaps', VM_NS],
+      ['portal', 'get', 'virtualmachineinstances', VM_NS, 'subresources.kubevirt.io', 'vnc'],
+      ['operator', 'create', 'virtualmachines', VM_NS, 'kubevirt.io'],
+      ['operator', 'watch', 'virtualmachines', VM_NS, 'kubevirt.io'],
+      ['operator', 'create', 'virtualmachinesnapshots', VM_NS, 'snapshot.kubevirt.io'],
+      ['portal', 'watch', 'virtualmachines', VM_NS, 'kubevirt.io'],
     ];
     const refused: typeof checks = [
+      // No ConfigMap outside the VM namespace (kube-system's aws-auth, coredns), no console of
+      // another namespace's VMs.
+      ['portal', 'get', 'configmaps', 'kube-system'],
+      ['portal', 'patch', 'configmaps', 'kube-system'],
+      ['portal', 'create', 'configmaps', 'team-a'],
+      ['operator', 'delete', 'configmaps', 'kube-system'],
+      ['operator', 'delete', 'configmaps', 'team-a'],
+      ['portal', 'get', 'virtualmachineinstances', 'team-a', 'subresources.kubevirt.io', 'vnc'],
+      ['portal', 'get', 'virtualmachineinstances', '', 'subresources.kubevirt.io', 'vnc'],
+      // No VM, snapshot or pause outside the VM namespace: a VM mounts any Secret of its namespace.
+      ['operator', 'create', 'virtualmachines', 'team-a', 'kubevirt.io'],
+      ['operator', 'create', 'virtualmachines', 'kube-system', 'kubevirt.io'],
+      ['operator', 'list', 'virtualmachines', '', 'kubevirt.io'],
+      ['operator', 'create', 'virtualmachinesnapshots', 'team-a', 'snapshot.kubevirt.io'],
+      ['operator', 'update', 'virtualmachineinstances', 'team-a', 'subresources.kubevirt.io', 'unpause'],
+      ['portal', 'list', 'virtualmachines', '', 'kubevirt.io'],
+      // The portal writes no RBAC.
+      ['portal', 'create', 'roles', VM_NS, 'rbac.authorization.k8s.io'],
       ['operator', 'list', 'secrets'],
       ['operator', 'get', 'secrets', 'team-a'],
       ['operator', 'get', 'secrets', NS],
@@ -315,7 +344,7 @@ describe('the chart', () => {
     for (const check of refused) expect(await can(...check)).toMatch(/: false$/);
   });
 
-  it('lets a user create sessions only for themself; an admin group member for anyone', async () => {
+  it('lets a user create, change and delete sessions and archives only for themself; an admin group member for anyone', async () => {
     const alice = clientFor(plane.kubeconfigFor('alice'));
     const carol = clientFor(plane.kubeconfigFor('carol-admin'));
     // Users get the chart's user role in their namespace.
@@ -372,7 +401,122 @@ describe('the chart', () => {
     expect(archiveDenied?.status).toBe(403);
     expect(archiveDenied?.message).toMatch(/spec\.user is "bob" but you are "alice": create archives for yourself/);
     await alice.create(Resources.SessionArchive, archive('mine', 'alice'));
-    await admin.delete(Resources.SessionArchive, 'mine', 'team-a');
+
+    // Changing or deleting likewise: sharing a namespace gives Alice no power over Bob's objects.
+    await carol.create(Resources.SessionArchive, archive('bobs', 'bob'));
+    const refusal = (act: () => Promise<unknown>) =>
+      act().then(
+        () => undefined,
+        (error: unknown) => error as Error & { status: number },
+      );
+    const attacks: [string, () => Promise<unknown>, RegExp][] = [
+      [
+        'change his mail address (the link and password go there)',
+        () => alice.mergePatch(Resources.BrowseSession, 'for-bob', 'team-a', { spec: { email: 'alice@example.org' } }),
+        /session for-bob is "bob"'s, not yours \("alice"\): only its user or a member of .*codebrowse:admins.* may change it/,
+      ],
+      [
+        'cut his booking short',
+        () => alice.mergePatch(Resources.BrowseSession, 'for-bob', 'team-a', { spec: { duration: '1m' } }),
+        /may change it/,
+      ],
+      [
+        'label his session',
+        () => alice.mergePatch(Resources.BrowseSession, 'for-bob', 'team-a', { metadata: { labels: { x: 'y' } } }),
+        /may change it/,
+      ],
+      ['end his session', () => alice.delete(Resources.BrowseSession, 'for-bob', 'team-a'), /may delete it/],
+      [
+        'change his archive',
+        () => alice.mergePatch(Resources.SessionArchive, 'bobs', 'team-a', { metadata: { labels: { x: 'y' } } }),
+        /archive bobs is "bob"'s, not yours \("alice"\): only its user .* may change it/,
+      ],
+      ['delete his archive', () => alice.delete(Resources.SessionArchive, 'bobs', 'team-a'), /may delete it/],
+    ];
+    for (const [what, act, message] of attacks) {
+      const error = await refusal(act);
+      expect({ what, status: error?.status }).toEqual({ what, status: 403 });
+      expect(error?.message).toMatch(message);
+    }
+    expect((await admin.get<BrowseSession>(Resources.BrowseSession, 'for-bob', 'team-a'))?.spec.email).toBe(
+      'bob@example.org',
+    );
+    // Her own she may change and delete; an admin may change and delete anyone's.
+    await alice.mergePatch(Resources.BrowseSession, 'mine', 'team-a', { spec: { duration: '3h' } });
+    await alice.delete(Resources.SessionArchive, 'mine', 'team-a');
+    await carol.mergePatch(Resources.BrowseSession, 'for-bob', 'team-a', { spec: { duration: '3h' } });
+    await carol.delete(Resources.SessionArchive, 'bobs', 'team-a');
+    // Pools say who may use them (spec.access) and which names of their zone no session gets.
+    const poolSpec = (access?: Record<string, string[]>) => ({
+      images: [{ name: 'debian-12', os: 'linux', snapshot: 'golden' }],
+      dns: { zone: 'sessions.example.org' },
+      network: { addressing: 'PodNetwork' },
+      ...(access ? { access } : {}),
+    });
+    await admin.create(Resources.ServerPool, {
+      metadata: { name: 'staff-only' },
+      spec: poolSpec({ groups: ['codebrowse:staff'], namespaces: ['team-b'] }),
+    });
+    await admin.create(Resources.ServerPool, {
+      metadata: { name: 'alice-only' },
+      spec: poolSpec({ users: ['alice'] }),
+    });
+    await admin.create(Resources.ServerPool, { metadata: { name: 'anyone' }, spec: poolSpec() });
+    const inPool = (name: string, user: string, pool: string) => ({
+      ...session(name, user),
+      spec: { ...session(name, user).spec, pool },
+    });
+    const notOpen = await eventually(
+      'the pool policy denies',
+      async () => {
+        const error = await refusal(() =>
+          alice.create(Resources.BrowseSession, inPool(`p-${Date.now()}`, 'alice', 'staff-only')),
+        );
+        return error;
+      },
+      30_000,
+      250,
+    );
+    expect(notOpen.status).toBe(403);
+    expect(notOpen.message).toMatch(
+      /pool staff-only is not open to "alice" in namespace team-a \(its spec\.access lists who may use it\): pick another pool/,
+    );
+    await alice.create(Resources.BrowseSession, inPool('in-alices-pool', 'alice', 'alice-only'));
+    await alice.create(Resources.BrowseSession, inPool('in-open-pool', 'alice', 'anyone'));
+    await carol.create(Resources.BrowseSession, inPool('admin-in-staff', 'bob', 'staff-only'));
+    // www.<zone> is the zone's own: no session gets it, not even one an admin makes.
+    const reserved = await refusal(() => carol.create(Resources.BrowseSession, inPool('www', 'www', 'anyone')));
+    expect(reserved?.status).toBe(422);
+    expect(reserved?.message).toMatch(
+      /spec\.user "www" is a reserved name of pool anyone's zone \(spec\.dns\.reservedNames: www\.sessions\.example\.org is never a session's\)/,
+    );
+    // Mail goes only to the domains a pool lists: at creation, and when spec.email changes.
+    await admin.create(Resources.ServerPool, {
+      metadata: { name: 'corp-mail' },
+      spec: { ...poolSpec(), mail: { domains: ['corp.example'] } },
+    });
+    const withEmail = (name: string, email: string) => ({
+      ...inPool(name, 'alice', 'corp-mail'),
+      spec: { ...inPool(name, 'alice', 'corp-mail').spec, email },
+    });
+    const elsewhere = await eventually(
+      'the mail rule applies',
+      () => refusal(() => alice.create(Resources.BrowseSession, withEmail(`m-${Date.now()}`, 'alice@example.org'))),
+      30_000,
+      250,
+    );
+    expect(elsewhere.status).toBe(422);
+    expect(elsewhere.message).toMatch(
+      /pool corp-mail mails only corp\.example \(spec\.mail\.domains\): set spec\.email to an address there/,
+    );
+    await alice.create(Resources.BrowseSession, withEmail('corp-mailed', 'alice@corp.example'));
+    const redirected = await refusal(() =>
+      alice.mergePatch(Resources.BrowseSession, 'corp-mailed', 'team-a', { spec: { email: 'alice@evil.example' } }),
+    );
+    expect(redirected?.status).toBe(422);
+    for (const pool of ['staff-only', 'alice-only', 'anyone', 'corp-mail'])
+      await admin.delete(Resources.ServerPool, pool);
+
     // No leftovers of probes that got through before the policy was active.
     for (const s of (await admin.list<BrowseSession>(Resources.BrowseSession, 'team-a')).items)
       await admin.delete(Resources.BrowseSession, s.metadata.name!, 'team-a').catch((e: unknown) => {
@@ -489,6 +633,53 @@ describe('the chart', () => {
         NS,
       );
       expect(lease?.spec.holderIdentity).toBe('operator-pod-0');
+
+      // The page link goes to the session's user alone: status.url, which every user of team-a
+      // reads, has no token; kubectl browse link reads it with the user's own rights (the Role the
+      // operator made for her login Secret); Bob, in the same namespace, is refused (issue 21).
+      const ready = (await admin.get<BrowseSession>(Resources.BrowseSession, 'via-chart', 'team-a'))!;
+      expect(new URL(ready.status!.url!).pathname).toBe('/sessions/team-a/via-chart');
+      const browseAs = (user: string) =>
+        browse(['link', 'via-chart', '-n', 'team-a'], { env: { KUBECONFIG: plane.kubeconfigFor(user) } });
+      const alices = await browseAs('alice');
+      expect(alices).toMatchObject({ code: 0, stderr: '' });
+      const link = alices.stdout.trim();
+      expect(link).toMatch(new RegExp(`^${ready.status!.url!.replace(/[.]/g, '\\.')}/[A-Za-z0-9_-]{43}$`));
+      const page = await fetch(`${portalUrl}${new URL(link).pathname}`);
+      expect(page.status).toBe(200);
+      const bobs = await browseAs('bob');
+      expect(bobs.code).toBe(1);
+      expect(bobs.stdout).toBe('');
+      expect(bobs.stderr).toContain('goes only to its user (spec.user: alice), and you are not them');
+      // Nor can Bob read the Secret any other way, or list the VM namespace's Secrets.
+      const bob = clientFor(plane.kubeconfigFor('bob'));
+      const secretName = `login-${ready.metadata.uid}`;
+      await expect(bob.get(Resources.Secret, secretName, VM_NS)).rejects.toMatchObject({ status: 403 });
+      await expect(bob.list(Resources.Secret, VM_NS)).rejects.toMatchObject({ status: 403 });
+      await expect(clientFor(plane.kubeconfigFor('alice')).list(Resources.Secret, VM_NS)).rejects.toMatchObject({
+        status: 403,
+      });
+
+      // The portal's exemption in the owner policy covers only what a session page asks for: a
+      // restore (spec.fromArchive; the operator starts it only from spec.user's own archive), never
+      // a session for anyone.
+      const portal = clientFor(await kubeconfigOf('portal'));
+      const forBob = {
+        metadata: { name: 'portal-for-bob', namespace: 'team-a' },
+        spec: {
+          user: 'bob',
+          email: 'bob@example.org',
+          pool: 'chart',
+          os: 'linux',
+          packages: [{ url: packages.url('/x.tgz') }],
+        },
+      };
+      const portalRefused = await portal.create(Resources.BrowseSession, forBob).then(
+        () => undefined,
+        (error: unknown) => error as Error & { status: number },
+      );
+      expect(portalRefused?.status).toBe(403);
+      expect(portalRefused?.message).toMatch(/spec\.user is "bob" but you are/);
     } finally {
       await packages.close();
     }

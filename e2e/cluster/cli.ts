@@ -26,6 +26,8 @@ import { killLeftovers } from '../vmhost/network.ts';
 import { vmHostArgs } from '../vmhost/harness.ts';
 import { startLan, stopLan } from '../vmhost/lan.ts';
 import { blankDisk, createGoldenSnapshot } from '../kubevirt/golden.ts';
+import type { BrowseSession } from '../../operator/src/api/objects.ts';
+import { pageLinkOf } from '../../operator/src/browse/link.ts';
 import { KubeClient } from '../../operator/src/runtime/client.ts';
 import { KubeAccess } from '../../operator/src/runtime/kubeconfig.ts';
 import { kwokNode } from './nodes.ts';
@@ -391,7 +393,13 @@ async function dev(): Promise<void> {
     if (phase !== said) console.error(`dev-hello: ${phase}`);
     said = phase;
     if (phase === 'Ready' || phase === 'Failed') {
-      page = `${phase}: ${session.status?.hostname ?? ''} ${session.status?.ip ?? ''}, page ${session.status?.url ?? 'none'}`;
+      // The page's link: status.url has only its address; the link (with the page token) is read
+      // from the login Secret, as kubectl browse link does for the session's user.
+      const reader = new KubeClient(KubeAccess.load(state.kubeconfig), 'codebrowse-dev');
+      const link = await pageLinkOf(reader, session as BrowseSession)
+        .catch(() => session.status?.url ?? 'none')
+        .finally(() => reader.close());
+      page = `${phase}: ${session.status?.hostname ?? ''} ${session.status?.ip ?? ''}, page ${link}`;
       break;
     }
     await sleep(vms === 'qemu' ? 2000 : 200);
@@ -417,7 +425,8 @@ CODEBROWSE_DEV_VMS=qemu, and the VM is real.)`;
 dev-hello went all the way (${page || 'not yet: see kubectl describe browsesession dev-hello'}): its
 package was downloaded into ${join(STATE_DIR, 'store')}, it was placed on a node with an address from
 that node's subnet, ${how}
-Open its page (the link carries the session's page token) in a browser: host, address, time left,
+Open its page (the link above carries the session's page token; kubectl browse link dev-hello shows
+it to the session's user, and status.url has only the page's address) in a browser: host, address, time left,
 packages, the ssh command, the password on click, extend and end; the recent downloads are at
 ${portalUrl}/cache. No mail relay is configured here, so no mail was sent (the operator's --smtp-url
 turns mail on).

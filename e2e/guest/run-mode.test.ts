@@ -13,6 +13,7 @@ import { testKubeconfigPath, useTestNamespace } from '../cluster/test-env.ts';
 import type { BrowseSession, DownloadRequest, ServerPool } from '../../operator/src/api/objects.ts';
 import { Mailer } from '../../operator/src/notify/mailer.ts';
 import type { Condition } from '../../operator/src/runtime/conditions.ts';
+import { pageLinkOf } from '../../operator/src/browse/link.ts';
 import { Resources } from '../../operator/src/runtime/resources.ts';
 import type { DNSEndpoint, Secret, VirtualMachine } from '../../operator/src/vm/builders.ts';
 import { TestServer } from '../../operator/test/fetch/servers.ts';
@@ -232,8 +233,8 @@ describe('test runs (spec.mode Run)', () => {
     await expectNothingHeld(pat);
     await expectNothingHeld(fay);
 
-    // The page (its link from the status) shows the whole output, the first line too.
-    const pagePath = new URL(pat.status!.url!).pathname;
+    // The page (its link, as kubectl browse link reads it) shows the whole output, the first line too.
+    const pagePath = new URL(await pageLinkOf(admin, pat)).pathname;
     const page = await fetch(`${world.portalUrl}${pagePath}`);
     expect(page.status).toBe(200);
     const html = await page.text();
@@ -252,14 +253,16 @@ describe('test runs (spec.mode Run)', () => {
     expect(mailTo('fay')[0]!.parsed.text).toContain('assertion failed: 2 + 2 = 5');
 
     // Deleting the session takes its page and its output with it.
+    // The whole output is kept in the VM namespace (the session's namespace's other users never read it).
     const outputName = pat.status!.run!.outputConfigMap!;
-    expect(await admin.get(Resources.ConfigMap, outputName, ns.name)).toBeDefined();
+    expect(await admin.get(Resources.ConfigMap, outputName, ns.name)).toBeUndefined();
+    expect(await admin.get(Resources.ConfigMap, outputName, 'codebrowse-vms')).toBeDefined();
     await admin.delete(Resources.BrowseSession, 'pat', ns.name);
     await eventually(
       'pat gone with its output and login',
       async () =>
         !(await admin.get(Resources.BrowseSession, 'pat', ns.name)) &&
-        !(await admin.get(Resources.ConfigMap, outputName, ns.name)) &&
+        !(await admin.get(Resources.ConfigMap, outputName, 'codebrowse-vms')) &&
         !(await admin.get(Resources.Secret, `login-${pat.metadata.uid}`, 'codebrowse-vms'))
           ? true
           : undefined,

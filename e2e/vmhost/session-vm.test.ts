@@ -20,6 +20,7 @@ import { afterAll, beforeAll, describe, expect, it } from '@jest/globals';
 import { type Browser, chromium } from 'playwright-core';
 import type { BrowseSession, ServerPool, SessionArchive } from '../../operator/src/api/objects.ts';
 import type { KubeClient, KubeObject } from '../../operator/src/runtime/client.ts';
+import { pageLinkOf } from '../../operator/src/browse/link.ts';
 import { Resources, defineResource } from '../../operator/src/runtime/resources.ts';
 import type { VirtualMachine } from '../../operator/src/vm/builders.ts';
 import { TestServer } from '../../operator/test/fetch/servers.ts';
@@ -263,7 +264,9 @@ spec:
       const mail = await eventually('the ready mail', () =>
         smtp.received.find((m) => m.envelopeTo.includes('tester@example.org')),
       );
-      const link = session.status!.url!;
+      // The mail has the link (address and token); status.url the address alone (issue 21).
+      const link = await pageLinkOf(client, session);
+      expect(link.startsWith(`${session.status?.url}/`)).toBe(true);
       expect(mail.parsed.text).toContain(link);
       expect(mail.parsed.text).toContain('ssh tester@tester.sessions.example.org');
       expect(mail.parsed.text).toContain(ip);
@@ -419,7 +422,7 @@ spec: {user: alice, email: alice@example.org, pool: default, os: linux, packages
 `,
       });
       const first = await ready('alice-s1', 'alice-lab');
-      const password1 = await pagePassword(first.status!.url!);
+      const password1 = await pagePassword(await pageLinkOf(client, first));
       await ssh('alice', first.status!.ip!, password1, 'echo "notes written before archiving" > ~/notes.txt; sync');
 
       // Archived with kubectl browse; the snapshot lands in the VM host's archive.
@@ -482,7 +485,8 @@ spec: {user: bob, email: bob@example.org, pool: default, os: linux, packages: [{
         'bob has a page',
         async () => {
           const s = await client.get<BrowseSession>(Resources.BrowseSession, 'bob-s1', 'bob-lab');
-          return s?.status?.url && (await fetch(s.status.url)).status === 200 ? s.status.url : undefined;
+          const link = s?.status?.url ? await pageLinkOf(client, s).catch(() => undefined) : undefined;
+          return link && (await fetch(link)).status === 200 ? link : undefined;
         },
         5 * MINUTE,
         1000,
@@ -528,11 +532,13 @@ spec: {user: bob, email: bob@example.org, pool: default, os: linux, fromArchive:
       const second = await ready('alice-s2', 'alice-lab');
       const vm = await client.get<VirtualMachine>(Resources.VirtualMachine, second.status!.vm!, VMS);
       expect(vm?.metadata.annotations?.['codebrowse.io/restored-from']).toBe('alice-lab/alice-arch');
-      const listedOnPage = (await (await pageAction(second.status!.url!, 'archives.json', 'GET')).json()) as {
+      const listedOnPage = (await (
+        await pageAction(await pageLinkOf(client, second), 'archives.json', 'GET')
+      ).json()) as {
         archives: { name: string; phase: string }[];
       };
       expect(listedOnPage.archives.map((a) => [a.name, a.phase])).toEqual([['alice-arch', 'Ready']]);
-      const password2 = await pagePassword(second.status!.url!);
+      const password2 = await pagePassword(await pageLinkOf(client, second));
       expect(password2).not.toBe(password1);
       const notes = await ssh(
         'alice',
@@ -592,14 +598,14 @@ spec: {user: alice, email: alice@example.org, pool: pods, os: linux, packages: [
       expect(vmi!.status!.interfaces!.map((i) => i.name)).toEqual(['default']);
       expect(session.status!.ip).toBe(vmi!.status!.interfaces![0]!.ipAddress);
       // The page says how to get in.
-      const html = await (await fetch(session.status!.url!)).text();
+      const html = await (await fetch(await pageLinkOf(client, session))).text();
       expect(html).toContain('kubectl browse ssh alice-pod -n lab');
       expect(html).toContain('inside the cluster only');
       // Nothing outside the cluster reaches a pod IP: not the LAN.
       expect(reaches(lanNetns, session.status!.ip!, 22)).toBe(false);
 
       // kubectl browse ssh: ssh's ProxyCommand is a WebSocket to virt-api's portforward subresource.
-      const password = await pagePassword(session.status!.url!);
+      const password = await pagePassword(await pageLinkOf(client, session));
       const { stdout } = await run(
         PLUGIN,
         [
@@ -738,7 +744,7 @@ spec: {user: mover, email: mover@example.org, pool: default, os: linux, packages
       expect(installed.message).toContain(`address: ${oldAddress} on `);
       expect(installed.message).toContain('gratuitous ARP sent; broadcast ping to 10.80.255.255');
       // And it answers at once.
-      const password = await pagePassword(session.status!.url!);
+      const password = await pagePassword(await pageLinkOf(client, session));
       expect(await ssh('mover', oldAddress, password, 'whoami')).toBe('mover\n');
     },
     20 * MINUTE,

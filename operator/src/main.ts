@@ -20,7 +20,7 @@ import { ContentStore, hexOf } from './fetch/store.ts';
 import { Resources } from './runtime/resources.ts';
 import { Mailer, parseMailerConfig } from './notify/mailer.ts';
 import { portalHandlers, startPortal } from './portal/server.ts';
-import { SessionPages } from './portal/pages.ts';
+import { SessionPages, loginSecrets } from './portal/pages.ts';
 import { ConsoleProxy, parseConsoleTarget } from './portal/console.ts';
 
 const USAGE = `Usage: codebrowse <role> [flags]
@@ -361,6 +361,7 @@ async function runPortal(argv: string[]): Promise<number> {
     client,
     log: log.child({ component: 'pages' }),
     store: storeDir ? ContentStore.reader(storeDir) : undefined,
+    logins: loginSecrets(manager, values['vm-namespace']),
   });
   let target;
   try {

@@ -268,6 +268,9 @@ export const BrowseSessionSpec = Type.Object(
       unchanged('spec', 'mode', true),
       unchanged('spec', 'run', true),
       unchanged('spec', 'fromArchive', true),
+      // What runs in the VM as root and who logs in: fixed from creation (issue 21), like the packages.
+      unchanged('spec', 'installScript', true),
+      unchanged('spec', 'sshKeys', true),
       rule(
         'size(self.packages) > 0 || has(self.fromArchive)',
         'spec.packages needs at least one package (a session from an archive, spec.fromArchive, may have none)',
@@ -325,7 +328,11 @@ export const RunStatus = Type.Object(
       }),
     ),
     outputConfigMap: Type.Optional(
-      Type.String({ maxLength: 253, description: 'ConfigMap (in the session namespace) with the whole output.' }),
+      Type.String({
+        maxLength: 253,
+        description:
+          "ConfigMap with the whole output, in the pool's VM namespace (not the session's, whose other users must not read it); the session page shows it.",
+      }),
     ),
   },
   { description: 'The result of a session of mode Run.' },
@@ -361,7 +368,13 @@ export const BrowseSessionStatus = Type.Object(
       }),
     ),
     hostname: Type.Optional(Type.String({ maxLength: 253, description: 'DNS name of the VM: <user>.<zone>.' })),
-    url: Type.Optional(Type.String({ maxLength: 2048, description: 'Link to the session page (how to connect).' })),
+    url: Type.Optional(
+      Type.String({
+        maxLength: 2048,
+        description:
+          "The session page's address, without its token: the link that opens it is mailed to spec.email and shown to the session's user by `kubectl browse link`.",
+      }),
+    ),
     vm: Type.Optional(
       Type.String({ maxLength: 253, description: 'Name of the VirtualMachine in the pool namespace.' }),
     ),

@@ -12,6 +12,29 @@ import {
   stringMap,
 } from './schema.ts';
 
+/** The zone names a pool keeps from sessions unless it lists its own (spec.dns.reservedNames). */
+export const DEFAULT_RESERVED_NAMES = [
+  'www',
+  'mail',
+  'smtp',
+  'imap',
+  'pop',
+  'mx',
+  'ns',
+  'ns1',
+  'ns2',
+  'ftp',
+  'api',
+  'portal',
+  'admin',
+  'autoconfig',
+  'autodiscover',
+  'webmail',
+  'vpn',
+  'localhost',
+  'codebrowse',
+] as const;
+
 export const OPERATING_SYSTEMS = ['linux', 'windows'] as const;
 export type OperatingSystem = (typeof OPERATING_SYSTEMS)[number];
 export const ARCHITECTURES = ['amd64', 'arm64'] as const;
@@ -171,6 +194,60 @@ export const ServerPoolSpec = Type.Object(
       }),
     ),
     addresses: Type.Optional(ServerPoolAddresses),
+    access: Type.Optional(
+      Type.Object(
+        {
+          users: Type.Optional(
+            Type.Array(Type.String({ maxLength: 253, description: 'A user name (without the API server prefix).' }), {
+              maxItems: 256,
+              description: 'Users who may start sessions here.',
+            }),
+          ),
+          groups: Type.Optional(
+            Type.Array(Type.String({ maxLength: 253, description: 'A group the API server puts users in.' }), {
+              maxItems: 64,
+              description: 'Members of these groups may start sessions here.',
+            }),
+          ),
+          namespaces: Type.Optional(
+            Type.Array(dnsLabel('spec.access.namespaces[]', { description: 'A namespace.' }), {
+              maxItems: 256,
+              description: 'Sessions in these namespaces may use this pool.',
+            }),
+          ),
+        },
+        {
+          description:
+            "Who may start sessions in this pool (what its downloads.allowedNetworks reach, its nodes): a user listed, a member of a group listed, or a session in a namespace listed; the chart's admin groups always. Without access, every user who may create sessions. Enforced by the chart's admission policy (admission.enabled).",
+        },
+      ),
+    ),
+    mail: Type.Optional(
+      Type.Object(
+        {
+          domains: Type.Optional(
+            Type.Array(
+              Type.String({
+                maxLength: 253,
+                description: 'A mail domain, e.g. example.org.',
+                'x-kubernetes-validations': [
+                  rule(
+                    "self.matches('^([a-zA-Z0-9]([-a-zA-Z0-9]*[a-zA-Z0-9])?\\\\.)+[a-zA-Z]{2,63}$')",
+                    'spec.mail.domains[] must be mail domains such as example.org',
+                  ),
+                ],
+              }),
+              {
+                maxItems: 64,
+                description:
+                  "The domains a session's spec.email may be in: the platform's relay mails no one else (admission refuses the rest, and the operator sends nothing elsewhere). Without it, any.",
+              },
+            ),
+          ),
+        },
+        { description: "Mail about this pool's sessions." },
+      ),
+    ),
     vmNamespace: Type.Optional(
       dnsLabel('spec.vmNamespace', {
         default: 'codebrowse-vms',
@@ -202,6 +279,14 @@ export const ServerPoolSpec = Type.Object(
             maximum: 86400,
             default: 1,
             description: 'TTL in seconds of session records. Short, since an address moves between users.',
+          }),
+        ),
+        reservedNames: Type.Optional(
+          Type.Array(dnsLabel('spec.dns.reservedNames[]', { description: 'A name of the zone no session gets.' }), {
+            maxItems: 256,
+            default: [...DEFAULT_RESERVED_NAMES],
+            description:
+              "Names in the zone that are not a session's: a session whose spec.user is one of them is refused (admission) and fails (ReservedName), so <name>.<zone> never points at a session VM. List the zone's own hosts here (the portal's, mail, web).",
           }),
         ),
       },

@@ -104,6 +104,10 @@ export interface ForwardArgs extends ConnectionArgs {
   signal?: AbortSignal;
 }
 
+export interface LinkArgs extends ConnectionArgs {
+  name: string;
+}
+
 export interface SshArgs extends ConnectionArgs {
   name: string;
   port: number;
@@ -119,6 +123,7 @@ export type Parsed =
   | { command: 'create'; help: false; args: CreateArgs }
   | { command: 'list'; help: false; args: ListArgs }
   | { command: 'end'; help: false; args: EndArgs }
+  | { command: 'link'; help: false; args: LinkArgs }
   | { command: 'extend'; help: false; args: ExtendArgs }
   | { command: 'cache'; help: false; args: CacheArgs }
   | { command: 'archive'; help: false; args: ArchiveArgs }
@@ -132,7 +137,7 @@ const CONNECTION_OPTIONS = {
   help: { type: 'boolean', short: 'h' },
 } as const;
 
-const SUBCOMMANDS = new Set<string>(['list', 'end', 'extend', 'cache', 'archive', 'ssh', 'port-forward']);
+const SUBCOMMANDS = new Set<string>(['list', 'end', 'link', 'extend', 'cache', 'archive', 'ssh', 'port-forward']);
 
 /** Levenshtein distance, for "did you mean". */
 function distance(a: string, b: string): number {
@@ -524,6 +529,13 @@ function parseSubcommand(command: Exclude<Command, 'create'>, argv: string[]): P
           timeoutMs: duration(command, '--timeout', values.timeout, '2m')!,
         },
       };
+    }
+    case 'link': {
+      const { values, positionals } = parsing(command, () =>
+        parseArgs({ args: argv, allowPositionals: true, strict: true, options: { ...CONNECTION_OPTIONS } }),
+      );
+      if (values.help) return { command, help: true };
+      return { command, help: false, args: { ...connection(values), name: oneName(command, positionals) } };
     }
     case 'extend': {
       const { values, positionals } = parsing(command, () =>

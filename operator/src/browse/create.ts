@@ -10,6 +10,7 @@ import { formatSpan, printable, serialize } from './format.ts';
 import { type OutputStream, progressView } from './progress.ts';
 import { buildSession, choosePool, sshKeysIn } from './session.ts';
 import { failureOf, waitingFor } from './steps.ts';
+import { pageLinkOf } from './link.ts';
 import { readySummary } from './summary.ts';
 import { type WatchResult, watchSession } from './watch-session.ts';
 
@@ -127,7 +128,8 @@ export async function showSession(
     if (args.output) io.stdout.write(serialize(session, args.output));
     else {
       const poolObject = await client.get<ServerPool>(Resources.ServerPool, pool).catch(() => undefined);
-      io.stdout.write(`\n${readySummary(session, poolObject)}`);
+      const link = await pageLinkOf(client, session).catch((error: unknown) => ({ why: (error as Error).message }));
+      io.stdout.write(`\n${readySummary(session, poolObject, link)}`);
     }
     return 0;
   }

@@ -1,6 +1,6 @@
 #!/usr/bin/env node
 // kubectl browse: the kubectl plugin (an executable named kubectl-browse on PATH) that asks
-// codebrowse for a session and follows it; list, end, extend, cache, archive, ssh, port-forward. Exit status: 0 done, 1 the
+// codebrowse for a session and follows it; list, end, link, extend, cache, archive, ssh, port-forward. Exit status: 0 done, 1 the
 // server refused or the session failed, 2 bad usage.
 import { ApiError } from '../runtime/client.ts';
 import { KubeconfigError } from '../runtime/kubeconfig.ts';
@@ -12,6 +12,7 @@ import { NotFoundError, endCommand } from './end.ts';
 import { ExtendError, extendCommand } from './extend.ts';
 import { ForwardError, portForwardCommand, sshCommand } from './forward.ts';
 import { printable } from './format.ts';
+import { LinkError, linkCommand } from './link.ts';
 import { listCommand } from './list.ts';
 import { type Command, USAGES } from './usage.ts';
 
@@ -36,6 +37,8 @@ export async function main(
         return await listCommand(parsed.args, io);
       case 'end':
         return await endCommand(parsed.args, io);
+      case 'link':
+        return await linkCommand(parsed.args, io);
       case 'extend':
         return await extendCommand(parsed.args, io);
       case 'cache':
@@ -63,7 +66,8 @@ export async function main(
       error instanceof NotFoundError ||
       error instanceof ExtendError ||
       error instanceof PortalError ||
-      error instanceof ForwardError
+      error instanceof ForwardError ||
+      error instanceof LinkError
     ) {
       io.stderr.write(`kubectl browse: ${error.message}\n`);
       return 1;

@@ -33,6 +33,7 @@ Exit status: 0 when the session is Ready, 1 when it failed or the server refused
 Other commands:
   kubectl browse list       your sessions
   kubectl browse end NAME   end a session now
+  kubectl browse link NAME  the link to your session's page
   kubectl browse extend NAME --by 30m
   kubectl browse cache      recent downloads (--popular: the most browsed; --also URL)
   kubectl browse archive    list|create|restore|delete archived sessions
@@ -59,6 +60,17 @@ Ends a session now: its VM, address and DNS name are released (the downloads sta
 Flags:
       --no-wait             do not wait until the session is gone
       --timeout DURATION    how long to wait (default 2m)
+${CONNECTION}
+`;
+
+export const LINK_USAGE = `Usage: kubectl browse link NAME [flags]
+
+Prints the link to your session's page (host, address, time left, the password, the console). The
+link carries the page's token, so only the session's user can read it (from the session's login
+Secret, which codebrowse lets them alone read) and the mail to spec.email has it; the session's
+status.url shows the page's address without it.
+
+Flags:
 ${CONNECTION}
 `;
 
@@ -161,6 +173,7 @@ export const USAGES = {
   create: CREATE_USAGE,
   list: LIST_USAGE,
   end: END_USAGE,
+  link: LINK_USAGE,
   extend: EXTEND_USAGE,
   cache: CACHE_USAGE,
   archive: ARCHIVE_USAGE,

@@ -55,6 +55,6 @@ export function registerControllers(manager: Manager, settings: ControllerSettin
       mailer: settings.mailer,
     }),
   );
-  manager.addController(sessionArchiveController());
+  manager.addController(sessionArchiveController({ vmNamespace }));
   manager.addController(warmPoolController({ portalUrl: settings.portalUrl, vmNamespace, pools }));
 }

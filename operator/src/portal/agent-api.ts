@@ -32,11 +32,27 @@ import { type KubeClient, isConflict } from '../runtime/client.ts';
 import { type Condition, setCondition, toApiTime } from '../runtime/conditions.ts';
 import type { Informer } from '../runtime/informer.ts';
 import { Resources } from '../runtime/resources.ts';
-import { controllerReference, mergePatchBetween } from '../runtime/apply.ts';
+import { mergePatchBetween } from '../runtime/apply.ts';
 import { ANNOTATIONS, type Secret, type VirtualMachine, loginSecretName, runOutputName } from '../vm/builders.ts';
 import { labelValue } from '../vm/names.ts';
+import { LRUCache } from 'lru-cache';
 
 const BODY_LIMIT = 64 * 1024;
+/**
+ * What one VM's agent may ask (issue 21): reads (manifest, packages) and writes (report, done,
+ * result) each from a bucket refilled at `perSecond`, and at most `inFlight` requests at once. A
+ * real agent polls the manifest once a second, fetches its packages one after the other and reports
+ * each once; a hostile VM in a loop meets 429 with Retry-After instead of costing API requests and
+ * status writes without end.
+ */
+export const AGENT_LIMITS = {
+  read: { perSecond: 20, burst: 200 },
+  write: { perSecond: 5, burst: 50 },
+  inFlight: 4,
+};
+type Bucket = { tokens: number; at: number };
+/** Test-run results (up to RESULT_BODY_LIMIT each) held in memory at once, across every agent. */
+export const RESULTS_AT_ONCE = 2;
 const MESSAGE_LIMIT = 8192;
 /** A run's output as the agent sends it: at most this much (it keeps the head and the tail). */
 export const RUN_OUTPUT_LIMIT = 900 * 1024;
@@ -75,6 +91,9 @@ function sameToken(a: string, b: string): boolean {
 }
 
 async function readJson(req: IncomingMessage, limit = BODY_LIMIT): Promise<Record<string, unknown>> {
+  // Refused before a byte is read when the length is announced; else cut off at the limit.
+  const announced = Number(req.headers['content-length']);
+  if (Number.isFinite(announced) && announced > limit) throw new HttpError(413, `body larger than ${limit} bytes`);
   const chunks: Buffer[] = [];
   let size = 0;
   for await (const chunk of req as AsyncIterable<Buffer>) {
@@ -100,31 +119,95 @@ function send(res: ServerResponse, status: number, body?: unknown): void {
   res.writeHead(status, { 'content-type': 'application/json', 'cache-control': 'no-store' }).end(text);
 }
 
+/** Per-VM request limits (token bucket and requests in flight), and the portal-wide result slots. */
+export class AgentLimits {
+  private readonly buckets: LRUCache<string, { read: Bucket; write: Bucket; inFlight: number }>;
+  private results = 0;
+  private readonly limits: typeof AGENT_LIMITS;
+  private readonly resultsAtOnce: number;
+
+  constructor(limits = AGENT_LIMITS, resultsAtOnce = RESULTS_AT_ONCE) {
+    this.limits = limits;
+    this.resultsAtOnce = resultsAtOnce;
+    this.buckets = new LRUCache({ max: 100_000, ttl: 10 * 60_000 });
+  }
+
+  /** Takes a request of `key`; the seconds to wait when it may not go now. */
+  enter(key: string, kind: 'read' | 'write', now = Date.now()): number | undefined {
+    const state = this.buckets.get(key) ?? {
+      read: { tokens: this.limits.read.burst, at: now },
+      write: { tokens: this.limits.write.burst, at: now },
+      inFlight: 0,
+    };
+    this.buckets.set(key, state);
+    const { perSecond, burst } = this.limits[kind];
+    const bucket = state[kind];
+    bucket.tokens = Math.min(burst, bucket.tokens + ((now - bucket.at) / 1000) * perSecond);
+    bucket.at = now;
+    if (state.inFlight >= this.limits.inFlight) return 1;
+    if (bucket.tokens < 1) return Math.ceil((1 - bucket.tokens) / perSecond);
+    bucket.tokens -= 1;
+    state.inFlight += 1;
+    return undefined;
+  }
+
+  leave(key: string): void {
+    const bucket = this.buckets.get(key);
+    if (bucket) bucket.inFlight = Math.max(0, bucket.inFlight - 1);
+  }
+
+  /** A slot to hold one result body in memory, or false when all are taken. */
+  takeResultSlot(): boolean {
+    if (this.results >= this.resultsAtOnce) return false;
+    this.results += 1;
+    return true;
+  }
+
+  giveResultSlot(): void {
+    this.results = Math.max(0, this.results - 1);
+  }
+}
+
 export class AgentApi {
   private readonly deps: AgentApiDeps;
+  private readonly limits: AgentLimits;
 
-  constructor(deps: AgentApiDeps) {
+  constructor(deps: AgentApiDeps, limits = new AgentLimits()) {
     this.deps = deps;
+    this.limits = limits;
   }
 
   /** Handles /agent/v1/* (true), or leaves the request to others (false). */
   async handle(req: IncomingMessage, res: ServerResponse): Promise<boolean> {
     const path = new URL(req.url ?? '/', 'http://portal').pathname;
     if (!path.startsWith('/agent/v1/')) return false;
+    let entered: string | undefined;
     try {
       const vm = this.authenticate(req);
+      const key = `${vm.metadata.namespace}/${vm.metadata.name}`;
+      const wait = this.limits.enter(key, req.method === 'GET' ? 'read' : 'write');
+      if (wait !== undefined) {
+        res.setHeader('retry-after', String(wait));
+        throw new HttpError(429, `too many requests from this VM's agent: try again in ${wait} s`);
+      }
+      entered = key;
       if (req.method === 'GET' && path === '/agent/v1/manifest') await this.manifest(vm, res);
       else if (req.method === 'GET' && path.startsWith('/agent/v1/packages/'))
         await this.package(vm, path.slice('/agent/v1/packages/'.length), res);
       else if (req.method === 'POST' && path === '/agent/v1/report') await this.report(vm, await readJson(req), res);
       else if (req.method === 'POST' && path === '/agent/v1/done') await this.done(vm, await readJson(req), res);
-      else if (req.method === 'POST' && path === '/agent/v1/result')
-        await this.result(vm, await readJson(req, RESULT_BODY_LIMIT), res);
+      else if (req.method === 'POST' && path === '/agent/v1/result') await this.result(vm, req, res);
       else throw new HttpError(404, 'no such agent endpoint');
     } catch (error) {
       const status = error instanceof HttpError ? error.status : 500;
       if (status === 500) this.deps.log.error({ err: (error as Error).message }, 'agent API request failed');
-      send(res, status, { error: error instanceof HttpError ? error.message : 'internal error' });
+      // A body left unread (refused before reading) is not drained: the connection closes.
+      if (!res.headersSent) {
+        if (!req.readableEnded) res.setHeader('connection', 'close');
+        send(res, status, { error: error instanceof HttpError ? error.message : 'internal error' });
+      }
+    } finally {
+      if (entered) this.limits.leave(entered);
     }
     return true;
   }
@@ -248,12 +331,15 @@ export class AgentApi {
       if (!session) throw new HttpError(409, 'this VM is not claimed by a session');
       const old = (session.status ?? {}) as Record<string, unknown>;
       const next = JSON.parse(JSON.stringify(change(session, session.status ?? {}))) as Record<string, unknown>;
+      const patch = mergePatchBetween(old, next);
+      // The same report again (an agent that retries, or loops): nothing to write.
+      if (Object.keys(patch).length === 0) return;
       try {
         await this.deps.client.mergePatch(
           Resources.BrowseSession,
           session.metadata.name!,
           session.metadata.namespace,
-          { metadata: { resourceVersion: session.metadata.resourceVersion }, status: mergePatchBetween(old, next) },
+          { metadata: { resourceVersion: session.metadata.resourceVersion }, status: patch },
           'status',
         );
         return;
@@ -276,7 +362,7 @@ export class AgentApi {
         ...packages[index]!,
         installed: body.installed as boolean,
         ...(typeof body.exitCode === 'number' ? { exitCode: Math.trunc(body.exitCode) } : {}),
-        ...(typeof body.message === 'string' ? { message: body.message.slice(-MESSAGE_LIMIT) } : {}),
+        ...(typeof body.message === 'string' ? { message: tailOf(body.message, MESSAGE_LIMIT) } : {}),
       };
       return { ...status, packages };
     });
@@ -304,8 +390,28 @@ export class AgentApi {
     send(res, 204);
   }
 
-  /** A test run's result: the whole output into a ConfigMap owned by the session, the rest into status.run. */
-  private async result(vm: VirtualMachine, body: Record<string, unknown>, res: ServerResponse): Promise<void> {
+  /** A test run's result: the whole output into a ConfigMap in the VM namespace, the rest into status.run. */
+  /**
+   * A test run's result. Whether this VM's session is a test run that has not reported yet is
+   * checked before the body (up to RESULT_BODY_LIMIT) is read, and only RESULTS_AT_ONCE bodies are
+   * held at once across the portal: a hostile VM of a Browse session, or ten uploading at once,
+   * cost no memory.
+   */
+  private async result(vm: VirtualMachine, req: IncomingMessage, res: ServerResponse): Promise<void> {
+    const before = await this.sessionOf(vm);
+    if (!before) throw new HttpError(409, 'this VM is not claimed by a session');
+    if (before.spec.mode !== 'Run') throw new HttpError(409, 'this session is not a test run (spec.mode Run)');
+    if (before.status?.run?.finishedAt) return send(res, 204); // sent again after a lost answer
+    if (!this.limits.takeResultSlot()) {
+      res.setHeader('retry-after', '5');
+      throw new HttpError(429, 'other results are being received: try again in 5 s');
+    }
+    let body: Record<string, unknown>;
+    try {
+      body = await readJson(req, RESULT_BODY_LIMIT);
+    } finally {
+      this.limits.giveResultSlot();
+    }
     const timedOut = body.timedOut === true;
     const exitCode = body.exitCode;
     if (!timedOut && (typeof exitCode !== 'number' || !Number.isInteger(exitCode)))
@@ -326,15 +432,19 @@ export class AgentApi {
     if (!session) throw new HttpError(409, 'this VM is not claimed by a session');
     if (session.spec.mode !== 'Run') throw new HttpError(409, 'this session is not a test run (spec.mode Run)');
     if (session.status?.run?.finishedAt) return send(res, 204); // sent again after a lost answer
+    // In the VM namespace, beside the VM that wrote it: the namespace's other users never read it
+    // (a test's output is hostile and private), and no codebrowse role writes ConfigMaps elsewhere.
+    // No owner reference can cross namespaces: the operator deletes it with the session.
     const name = runOutputName(session);
+    const namespace = vm.metadata.namespace!;
     const configMap = {
       apiVersion: 'v1',
       kind: 'ConfigMap',
       metadata: {
         name,
-        namespace: session.metadata.namespace,
+        namespace,
         labels: { 'codebrowse.io/session': labelValue(session.metadata.name!) },
-        ownerReferences: [controllerReference(Resources.BrowseSession, session)],
+        annotations: { [ANNOTATIONS.sessionRef]: `${session.metadata.namespace}/${session.metadata.name}` },
       },
       data: { output },
     };
@@ -342,7 +452,7 @@ export class AgentApi {
       await this.deps.client.create(Resources.ConfigMap, configMap);
     } catch (error) {
       if (!isConflict(error)) throw error;
-      await this.deps.client.mergePatch(Resources.ConfigMap, name, session.metadata.namespace, { data: { output } });
+      await this.deps.client.mergePatch(Resources.ConfigMap, name, namespace, { data: { output } });
     }
     const finishedAt = toApiTime();
     const run: RunStatus = {
@@ -374,12 +484,26 @@ function installList(session: BrowseSession): PackageStatus[] {
   return session.spec.packages.map((pkg) => ({ url: packageRef(pkg) }));
 }
 
-/** A run's output as kept: at most RUN_OUTPUT_LIMIT characters, the head and the tail of more. */
+/**
+ * A run's output as kept: at most RUN_OUTPUT_LIMIT bytes of UTF-8 (what a ConfigMap holds is
+ * counted in bytes), the head and the tail of more, cut at character boundaries.
+ */
 export function keptOutput(output: string): string {
-  if (output.length <= RUN_OUTPUT_LIMIT) return output;
-  const head = 64 * 1024;
-  const marker = `\n[... ${output.length - RUN_OUTPUT_LIMIT} characters left out ...]\n`;
-  return output.slice(0, head) + marker + output.slice(output.length - (RUN_OUTPUT_LIMIT - head - marker.length));
+  const bytes = Buffer.byteLength(output, 'utf8');
+  if (bytes <= RUN_OUTPUT_LIMIT) return output;
+  const marker = `\n[... ${bytes - RUN_OUTPUT_LIMIT} bytes left out ...]\n`;
+  const head = headOf(output, 64 * 1024);
+  const tail = tailOf(output, RUN_OUTPUT_LIMIT - Buffer.byteLength(head) - Buffer.byteLength(marker));
+  return head + marker + tail;
+}
+
+/** The first `bytes` bytes of `text` (at a character boundary). */
+export function headOf(text: string, bytes: number): string {
+  const buffer = Buffer.from(text, 'utf8');
+  if (buffer.length <= bytes) return text;
+  let end = bytes;
+  while (end > 0 && (buffer[end]! & 0xc0) === 0x80) end--;
+  return buffer.subarray(0, end).toString('utf8');
 }
 
 /** The last `bytes` bytes of `text` (at a character boundary). */

@@ -13,8 +13,18 @@ import { StoreHistory } from '../fetch/history.ts';
 import { type AlsoBrowsedAnswer, type PopularAnswer, rankingRequest } from '../fetch/rankings.ts';
 import type { ContentStore } from '../fetch/store.ts';
 import { type KubeClient, type KubeObject, isNotFound } from '../runtime/client.ts';
+import type { Informer } from '../runtime/informer.ts';
+import type { Manager } from '../runtime/manager.ts';
 import { Resources } from '../runtime/resources.ts';
-import { type Secret, imageFor, loginSecretName, runOutputName, vmNamespace } from '../vm/builders.ts';
+import {
+  ANNOTATIONS,
+  LABELS,
+  type Secret,
+  imageFor,
+  loginSecretName,
+  runOutputName,
+  vmNamespace,
+} from '../vm/builders.ts';
 import { DEFAULT_RUN_TIMEOUT, packageRef } from '../api/browsesession.ts';
 import { hasEnded } from '../controllers/browsesession/queue.ts';
 import { PORTAL_CSS, PORTAL_JS } from './assets.ts';
@@ -47,6 +57,11 @@ export interface PagesDeps {
   log: Logger;
   /** The download store (read only), for the cache page; its index.sqlite gives the rankings. */
   store?: ContentStore;
+  /**
+   * The login Secrets (label codebrowse.io/login, in the VM namespace) from a cache: page tokens
+   * are checked there before any API request. Without it, each page request reads them live.
+   */
+  logins?: Informer<Secret>;
 }
 
 /** The answer to a ranking request: what /cache.json returns, or what went wrong (HTTP status). */
@@ -68,6 +83,20 @@ function json(res: ServerResponse, status: number, body: unknown): void {
 
 function notFound(res: ServerResponse): void {
   send(res, 404, 'text/html; charset=utf-8', renderNotFound());
+}
+
+/** Whether a page token given equals the one kept, compared in constant time. */
+function sameSecret(known: string | undefined, given: string): boolean {
+  if (!known) return false;
+  const [a, b] = [Buffer.from(known), Buffer.from(given)];
+  return a.length === b.length && timingSafeEqual(a, b);
+}
+
+const BY_SESSION_REF = 'sessionRef';
+
+/** The cache of login Secrets the pages check page tokens in; call before manager.start(). */
+export function loginSecrets(manager: Manager, vmNamespace: string): Informer<Secret> {
+  return manager.informer<Secret>(Resources.Secret, { labelSelector: `${LABELS.login}=true`, namespace: vmNamespace });
 }
 
 function decoded(secret: Secret, key: string): string | undefined {
@@ -98,6 +127,7 @@ export class SessionPages {
 
   constructor(deps: PagesDeps) {
     this.deps = deps;
+    deps.logins?.addIndex(BY_SESSION_REF, (s) => [s.metadata.annotations?.[ANNOTATIONS.sessionRef] ?? '']);
   }
 
   /** Handles /sessions/..., /cache and /static/... (true), or leaves the request to others. */
@@ -212,8 +242,22 @@ export class SessionPages {
     return match && !match[6] ? this.open(match[1]!, match[3]!, match[5]!) : undefined;
   }
 
-  /** The session behind a link, if the token is right and the session has not ended. */
+  /**
+   * The session behind a link, if the token is right and the session has not ended. With the login
+   * Secrets' cache the token is checked there first: a wrong link costs no API request, and answers
+   * as fast whether the session exists or not (no hint of which do).
+   */
   private async open(namespace: string, name: string, token: string): Promise<OpenedSession | undefined> {
+    if (this.deps.logins) {
+      let matched: Secret | undefined;
+      for (const login of this.deps.logins.byIndex(BY_SESSION_REF, `${namespace}/${name}`))
+        if (sameSecret(decoded(login, 'pageToken'), token)) matched = login;
+      if (!matched) return undefined;
+      const session = await this.deps.client.get<BrowseSession>(Resources.BrowseSession, name, namespace);
+      // The login of this very session (by uid), not of an earlier one of the same name.
+      if (!session || ended(session) || loginSecretName(session) !== matched.metadata.name) return undefined;
+      return { session, login: matched, base: `/sessions/${namespace}/${name}/${token}` };
+    }
     const session = await this.deps.client.get<BrowseSession>(Resources.BrowseSession, name, namespace);
     if (!session || ended(session)) return undefined;
     const pool = await this.poolOf(session);
@@ -224,10 +268,7 @@ export class SessionPages {
         if (isNotFound(error)) return undefined;
         throw error;
       });
-    const known = login ? decoded(login, 'pageToken') : undefined;
-    if (!login || !known) return undefined;
-    const [a, b] = [Buffer.from(known), Buffer.from(token)];
-    if (a.length !== b.length || !timingSafeEqual(a, b)) return undefined;
+    if (!login || !sameSecret(decoded(login, 'pageToken'), token)) return undefined;
     return { session, login, base: `/sessions/${namespace}/${name}/${token}` };
   }
 
@@ -247,7 +288,7 @@ export class SessionPages {
     return this.deps.client.get<ServerPool>(Resources.ServerPool, session.spec.pool).catch(() => undefined);
   }
 
-  private async page({ session, base }: OpenedSession, res: ServerResponse): Promise<void> {
+  private async page({ session, base, login }: OpenedSession, res: ServerResponse): Promise<void> {
     const pool = await this.poolOf(session);
     const image = pool ? imageFor(session, pool) : undefined;
     const status = session.status ?? {};
@@ -274,21 +315,21 @@ export class SessionPages {
       })),
       base,
       console: (image?.access ?? []).includes('vnc'),
-      ...(session.spec.mode === 'Run' ? { run: await this.runView(session) } : {}),
+      ...(session.spec.mode === 'Run' ? { run: await this.runView(session, login) } : {}),
       archives: session.spec.mode === 'Run' ? [] : (await this.archivesOf(session)).map(archiveView),
     };
     send(res, 200, 'text/html; charset=utf-8', renderSessionPage(view));
   }
 
-  /** A test run's result with its whole output (kept in a ConfigMap next to the session). */
-  private async runView(session: BrowseSession): Promise<NonNullable<SessionView['run']>> {
+  /** A test run's result with its whole output (kept in a ConfigMap in the VM namespace, beside the login). */
+  private async runView(session: BrowseSession, login: Secret): Promise<NonNullable<SessionView['run']>> {
     const run = session.status?.run ?? {};
     const configMap = run.outputConfigMap
       ? await this.deps.client
           .get<KubeObject & { data?: Record<string, string> }>(
             Resources.ConfigMap,
             runOutputName(session),
-            session.metadata.namespace,
+            login.metadata.namespace,
           )
           .catch(() => undefined)
       : undefined;

@@ -28,7 +28,7 @@ export function portalHandlers(
     contentPath,
     client,
     secrets: manager.informer<Secret>(Resources.Secret, { labelSelector: 'codebrowse.io/vm', namespace: vmNamespace }),
-    vms: manager.informer<VirtualMachine>(Resources.VirtualMachine),
+    vms: manager.informer<VirtualMachine>(Resources.VirtualMachine, { namespace: vmNamespace }),
     log: log.child({ component: 'agent-api' }),
   });
 }

@@ -257,16 +257,29 @@ export function loginSecretName(session: BrowseSession): string {
   return `login-${session.metadata.uid}`;
 }
 
+/** The session page's link: its address (status.url) and the page token of its login Secret. */
+export function pageLink(address: string, pageToken: string): string {
+  return `${address}/${pageToken}`;
+}
+
+/**
+ * The Role (and RoleBinding, same name) that lets a session's user, and nobody else, read their
+ * login Secret: the page link and password of their own session only (issue 21).
+ */
+export function loginReaderName(session: BrowseSession): string {
+  return `${loginSecretName(session)}-reader`;
+}
+
 /** The ConfigMap that keeps a test run's whole output, next to its session. */
 export function runOutputName(session: BrowseSession): string {
-  return boundedName(session.metadata.name!, '-run-output');
+  return `run-output-${session.metadata.uid}`;
 }
 
 /** The user's login (user name and a generated password), owned by the session. */
 /**
  * The session's login: the user name and generated password handed to the guest, and the page
  * token that makes the session page's link unguessable (the portal compares it; the link is in
- * status.url and the mail).
+ * the mail, and the portal hands it to the session's user; status.url has the address alone).
  */
 export function buildLoginSecret(
   session: BrowseSession,

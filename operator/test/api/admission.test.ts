@@ -315,6 +315,14 @@ const IMMUTABLE_CHANGES: [string, () => Manifest, (spec: Record<string, unknown>
     () => session({ mode: 'Run', run: { script: 'true' } }),
     () => ({ mode: 'Run', run: { script: 'false' } }),
   ],
+  ['spec.installScript', () => session({ installScript: 'make install' }), () => ({ installScript: 'curl x | sh' })],
+  ['spec.installScript', () => session(), () => ({ installScript: 'curl x | sh' })],
+  [
+    'spec.sshKeys',
+    () => session({ sshKeys: ['ssh-ed25519 AAAAC3NzaC1lZDI1NTE5AAAAIAb alice'] }),
+    () => ({ sshKeys: ['ssh-ed25519 AAAAC3NzaC1lZDI1NTE5AAAAIMa mallory'] }),
+  ],
+  ['spec.sshKeys', () => session(), () => ({ sshKeys: ['ssh-ed25519 AAAAC3NzaC1lZDI1NTE5AAAAIMa mallory'] })],
 ];
 
 describe('immutable fields stay as they were created', () => {

@@ -5,6 +5,7 @@
 import { afterAll, beforeAll, beforeEach, describe, expect, it } from '@jest/globals';
 import { testKubeconfigPath, useTestNamespace } from '../../../e2e/cluster/test-env.ts';
 import type { BrowseSession } from '../../src/api/objects.ts';
+import { pageLinkOf } from '../../src/browse/link.ts';
 import { Resources } from '../../src/runtime/resources.ts';
 import { SCOPE_LABEL, type World, startWorld, uniqueName } from '../controllers/world.ts';
 import type { TestServer } from '../fetch/servers.ts';
@@ -111,7 +112,10 @@ describe('kubectl browse URL', () => {
     await playAgent(world, ns.name, name);
     const screen = await tmux.until(name, 'kubectl browse exits', (text) => /EXIT=\d+/.test(text), 30_000);
     const session = await readySession(name);
-    const { hostname, ip, url: page } = session.status!;
+    const { hostname, ip } = session.status!;
+    // The page's link (address and token) is printed for the session's user; status.url has no token.
+    const page = await pageLinkOf(admin, session);
+    expect(page.startsWith(`${session.status!.url}/`)).toBe(true);
     expect(screen).toContain('EXIT=0');
     expectInOrder(screen, [
       `Created session ${name}`,
@@ -166,7 +170,7 @@ describe('kubectl browse URL', () => {
       'Mail: no mail relay is configured',
       `Ready: ${hostname} (${ip}) is yours until `,
       `\nSession:  ${ns.name}/${name}\n`,
-      `Page:     ${session.status!.url}\n`,
+      `Page:     ${await pageLinkOf(admin, session)}\n`,
       `SSH:      ssh ${user}@${hostname}\n`,
     ]);
   }, 240_000);

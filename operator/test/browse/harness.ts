@@ -75,7 +75,7 @@ export class Tmux {
   readonly socket = uniqueName('browse-test');
 
   async start(name: string, command: string): Promise<void> {
-    await run('tmux', ['-L', this.socket, 'new-session', '-d', '-x', '160', '-y', '50', '-s', name, command]);
+    await run('tmux', ['-L', this.socket, 'new-session', '-d', '-x', '220', '-y', '50', '-s', name, command]);
   }
 
   async screen(name: string): Promise<string> {

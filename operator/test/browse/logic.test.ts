@@ -288,16 +288,17 @@ describe('what is printed', () => {
       image: 'legacy',
       ip: '10.0.0.5',
       hostname: 'ann.sessions.example.org',
-      url: 'https://portal.example.org/s/abc',
+      url: 'https://portal.example.org/sessions/team/ann-x1',
       expiresAt: '2025-06-01T14:00:00Z',
     });
     const pool = {
       spec: { images: [{ name: 'legacy', os: 'linux', snapshot: 's', access: ['ssh', 'telnet'] }] },
     } as ServerPool;
-    expect(readySummary(ready, pool, Date.parse('2025-06-01T12:00:00Z'))).toBe(
+    const link = 'https://portal.example.org/sessions/team/ann-x1/tok';
+    expect(readySummary(ready, pool, link, Date.parse('2025-06-01T12:00:00Z'))).toBe(
       [
         'Session:  team/ann-x1',
-        'Page:     https://portal.example.org/s/abc',
+        'Page:     https://portal.example.org/sessions/team/ann-x1/tok',
         'Host:     ann.sessions.example.org',
         'IP:       10.0.0.5',
         'Expires:  2025-06-01T14:00:00Z (in 2h)',
@@ -306,6 +307,10 @@ describe('what is printed', () => {
         'Login:    user ann; the generated password is on the session page',
         '',
       ].join('\n'),
+    );
+    // Someone else's session (an admin made it for ann): the address, and where the link went.
+    expect(readySummary(ready, pool, { why: 'not yours' }, Date.parse('2025-06-01T12:00:00Z'))).toContain(
+      'Page:     https://portal.example.org/sessions/team/ann-x1 (not yours; the link was mailed to ',
     );
   });
 

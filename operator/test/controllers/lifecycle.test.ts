@@ -4,7 +4,9 @@
 import { afterEach, beforeEach, describe, expect, it } from '@jest/globals';
 import { testKubeconfigPath, useTestNamespace } from '../../../e2e/cluster/test-env.ts';
 import type { BrowseSession, DownloadRequest, ServerPool } from '../../src/api/objects.ts';
+import { pageLinkOf } from '../../src/browse/link.ts';
 import { Mailer } from '../../src/notify/mailer.ts';
+import type { KubeObject } from '../../src/runtime/client.ts';
 import type { Condition } from '../../src/runtime/conditions.ts';
 import { Resources } from '../../src/runtime/resources.ts';
 import type { DNSEndpoint, Secret, VirtualMachine, VirtualMachineInstance } from '../../src/vm/builders.ts';
@@ -111,7 +113,30 @@ describe('a session', () => {
     expect(login?.metadata.annotations?.['codebrowse.io/session-ref']).toBe(`${ns.name}/erin`);
     const pageToken = Buffer.from(login!.data!.pageToken!, 'base64').toString('utf8');
     expect(pageToken).toMatch(/^[A-Za-z0-9_-]{43}$/);
-    expect(ready.status?.url).toBe(`https://codebrowse.example.org/sessions/${ns.name}/erin/${pageToken}`);
+    // status.url, which everyone who may read sessions sees, has the page's address, never the token;
+    // no Event names it either (issue 21). The link goes to the user: the mail, kubectl browse link.
+    expect(ready.status?.url).toBe(`https://codebrowse.example.org/sessions/${ns.name}/erin`);
+    expect(JSON.stringify(ready)).not.toContain(pageToken);
+    const events = await admin.list(Resources.Event, ns.name);
+    expect(JSON.stringify(events.items)).not.toContain(pageToken);
+    const link = `https://codebrowse.example.org/sessions/${ns.name}/erin/${pageToken}`;
+    expect(await pageLinkOf(admin, ready)).toBe(link);
+    // The user alone may read their login Secret: a Role naming it, bound to them, owned by it.
+    const reader = await admin.get<KubeObject & { rules: unknown[] }>(
+      Resources.Role,
+      `login-${ready.metadata.uid}-reader`,
+      'codebrowse-vms',
+    );
+    expect(reader?.rules).toEqual([
+      { apiGroups: [''], resources: ['secrets'], resourceNames: [`login-${ready.metadata.uid}`], verbs: ['get'] },
+    ]);
+    expect(reader?.metadata.ownerReferences?.[0]).toMatchObject({ kind: 'Secret', uid: login!.metadata.uid });
+    const binding = await admin.get<KubeObject & { subjects: unknown[] }>(
+      Resources.RoleBinding,
+      `login-${ready.metadata.uid}-reader`,
+      'codebrowse-vms',
+    );
+    expect(binding?.subjects).toEqual([{ apiGroup: 'rbac.authorization.k8s.io', kind: 'User', name: 'erin' }]);
     expect(Date.parse(expiresAt!) - Date.parse(readyAt!)).toBe(2 * 3600_000);
     expect(ready.status?.packages?.every((p) => p.installed === true && p.exitCode === 0)).toBe(true);
 
@@ -128,7 +153,7 @@ describe('a session', () => {
     const mail = smtp.received[0]!;
     expect(mail.envelopeTo).toEqual(['erin@example.org']);
     const text = mail.parsed.text ?? '';
-    expect(text).toContain(ready.status!.url!);
+    expect(text).toContain(link);
     expect(text).toContain('erin.sessions.example.org');
     expect(text).toContain(ip!);
     expect(text).toContain(expiresAt!);
@@ -170,6 +195,33 @@ describe('a session', () => {
     expect(requests.filter((r) => r.metadata.name!.startsWith('short-'))).toEqual([]);
 
     await sessionWhere('later', 'started', (s) => !!s.status?.ip);
+  });
+
+  it('mails only the domains the pool lists, and gives no session a reserved name of its zone', async () => {
+    pool = await newPool({ mail: { domains: ['corp.example'] } });
+    // Another domain: no mail through the platform's relay; the session goes on without it.
+    await world.session(ns.name, 'outside', { pool, user: 'olaf', email: 'olaf@elsewhere.example' });
+    await playAgent('outside');
+    const outside = await sessionWhere('outside', 'Ready', (s) => s.status?.phase === 'Ready');
+    expect(condition(outside, 'Notified')).toMatchObject({ status: 'False', reason: 'MailDomainNotAllowed' });
+    expect(condition(outside, 'Notified')?.message).toContain('mails only corp.example (spec.mail.domains)');
+    await world.session(ns.name, 'inside', { pool, user: 'ines', email: 'ines@corp.example' });
+    await playAgent('inside');
+    await sessionWhere('inside', 'Ready', (s) => s.status?.phase === 'Ready');
+    await eventually('one mail', () => smtp.received.length === 1);
+    await new Promise((resolve) => setTimeout(resolve, 500));
+    expect(smtp.received.map((m) => m.envelopeTo)).toEqual([['ines@corp.example']]);
+
+    // www.<zone> is the zone's own (spec.dns.reservedNames, by default www, mail, portal…): the
+    // session fails before it holds anything.
+    await world.session(ns.name, 'www', { pool, user: 'www', email: 'www@corp.example' });
+    const reserved = await sessionWhere('www', 'Failed', (s) => s.status?.phase === 'Failed');
+    expect(condition(reserved, 'Failed')).toMatchObject({ status: 'True', reason: 'ReservedName' });
+    expect(condition(reserved, 'Failed')?.message).toContain(
+      `spec.user "www" is a reserved name of pool ${pool}'s zone`,
+    );
+    expect(reserved.status?.ip).toBeUndefined();
+    expect(reserved.status?.vm).toBeUndefined();
   });
 
   it("deletes ended sessions (Expired and Failed) after the pool's history TTL, and not before", async () => {

@@ -42,7 +42,8 @@ async function ready(name: string): Promise<BrowseSession> {
 describe('two sessions whose long names share a prefix', () => {
   it('keep their own objects, and ending one leaves the other whole', async () => {
     expect(FIRST).toHaveLength(250);
-    const meta = (name: string) => ({ metadata: { name, namespace: ns.name } }) as BrowseSession;
+    const meta = (name: string) =>
+      ({ metadata: { name, namespace: ns.name, uid: `uid-of-${name.slice(-8)}` } }) as BrowseSession;
     // Unique by construction, and still valid names.
     for (const make of [dnsEndpointName, runOutputName, (s: BrowseSession) => downloadRequestName(s, 0)]) {
       expect(make(meta(FIRST))).not.toBe(make(meta(SECOND)));

@@ -20,7 +20,7 @@ import type { Mailer } from '../../src/notify/mailer.ts';
 import type { Registry } from 'prom-client';
 import { TestServer } from '../fetch/servers.ts';
 import { portalHandlers, startPortal } from '../../src/portal/server.ts';
-import { SessionPages } from '../../src/portal/pages.ts';
+import { SessionPages, loginSecrets } from '../../src/portal/pages.ts';
 import { ConsoleProxy, parseConsoleTarget } from '../../src/portal/console.ts';
 import type { KubeClient, KubeObject } from '../../src/runtime/client.ts';
 import { Manager } from '../../src/runtime/manager.ts';
@@ -167,7 +167,12 @@ export async function startWorld(
   const agentApi = portalHandlers(manager, client, testLogger(), (digest) => store.contentPath(digest));
   // The portal listens first (on a port the kernel picks, so no other process can take it in
   // between), and the controllers are told its address.
-  const pages = new SessionPages({ client, log: testLogger(), store: ContentStore.reader(storeDir) });
+  const pages = new SessionPages({
+    client,
+    log: testLogger(),
+    store: ContentStore.reader(storeDir),
+    logins: loginSecrets(manager, 'codebrowse-vms'),
+  });
   const consoleProxy = new ConsoleProxy({
     client,
     log: testLogger(),

@@ -14,6 +14,7 @@ import { freePort } from '../../../e2e/cluster/control-plane.ts';
 import { testKubeconfigPath, useTestNamespace } from '../../../e2e/cluster/test-env.ts';
 import type { BrowseSession, ServerPool } from '../../src/api/objects.ts';
 import { Resources } from '../../src/runtime/resources.ts';
+import { pageLinkOf } from '../../src/browse/link.ts';
 import type { Secret } from '../../src/vm/builders.ts';
 import { type World, startWorld, uniqueName } from '../controllers/world.ts';
 import { consoleColours } from './canvas.ts';
@@ -79,7 +80,7 @@ async function readySession(name: string, pool: string): Promise<BrowseSession> 
   );
   await fetch(`${world.portalUrl}/agent/v1/done`, { method: 'POST', headers, body: '{"installed":true}' });
   // The VM runs through KubeVirt's own controllers, which other test files share: give them time.
-  return eventually(
+  const ready = await eventually(
     'Ready',
     async () => {
       const s = await admin.get<BrowseSession>(Resources.BrowseSession, name, ns.name);
@@ -87,7 +88,13 @@ async function readySession(name: string, pool: string): Promise<BrowseSession> 
     },
     120_000,
   );
+  links.set(name, await pageLinkOf(admin, ready));
+  return ready;
 }
+
+/** The page links of the sessions made here, as kubectl browse link reads them (status.url has no token). */
+const links = new Map<string, string>();
+const pathOf = (session: BrowseSession): string => new URL(links.get(session.metadata.name!)!).pathname;
 
 async function newPool(access: string[]): Promise<string> {
   const name = uniqueName('pool');
@@ -117,7 +124,7 @@ describe('the console in the browser', () => {
     await world.node(uniqueName('host'));
     const withVnc = await newPool(['ssh', 'vnc']);
     const session = await readySession('quinn', withVnc);
-    const base = new URL(session.status!.url!).pathname;
+    const base = pathOf(session);
     const page = await browser.newPage();
     const problems: string[] = [];
     page.on('pageerror', (error) => problems.push(error.message));
@@ -152,13 +159,13 @@ describe('the console in the browser', () => {
     // Fail closed: a wrong token, another session's token, a session whose image has no vnc.
     const other = await readySession('rosa', withVnc);
     const noVnc = await readySession('sven', await newPool(['ssh']));
-    const token = (s: BrowseSession) => new URL(s.status!.url!).pathname.split('/').pop()!;
+    const token = (s: BrowseSession) => pathOf(s).split('/').pop()!;
     const wrong = token(session).replace(/^./, (c) => (c === 'A' ? 'B' : 'A'));
     expect(await tryWebSocket(`${base}/console/websockify`)).toBe('open');
     expect(await tryWebSocket(`/sessions/${ns.name}/quinn/${wrong}/console/websockify`)).toBe(404);
     expect(await tryWebSocket(`/sessions/${ns.name}/quinn/${token(other)}/console/websockify`)).toBe(404);
     expect((await fetch(`${world.portalUrl}/sessions/${ns.name}/quinn/${token(other)}/console`)).status).toBe(404);
-    expect((await fetch(`${world.portalUrl}${new URL(noVnc.status!.url!).pathname}/console`)).status).toBe(404);
+    expect((await fetch(`${world.portalUrl}${pathOf(noVnc)}/console`)).status).toBe(404);
     // An ended session's console closes too.
     await admin.delete(Resources.BrowseSession, 'quinn', ns.name);
     await eventually('quinn gone', async () => !(await admin.get(Resources.BrowseSession, 'quinn', ns.name)));

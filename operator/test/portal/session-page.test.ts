@@ -10,6 +10,7 @@ import { type Browser, type Page, chromium } from 'playwright-core';
 import { testKubeconfigPath, useTestNamespace } from '../../../e2e/cluster/test-env.ts';
 import type { BrowseSession, ServerPool } from '../../src/api/objects.ts';
 import { Resources } from '../../src/runtime/resources.ts';
+import { pageLinkOf } from '../../src/browse/link.ts';
 import type { Secret } from '../../src/vm/builders.ts';
 import { type World, startWorld, uniqueName } from '../controllers/world.ts';
 import { clientFor, eventually } from '../runtime/harness.ts';
@@ -87,15 +88,20 @@ async function readySession(
     expect(res.status).toBe(204);
   }
   await fetch(`${world.portalUrl}/agent/v1/done`, { method: 'POST', headers, body: '{"installed":true}' });
-  return eventually('Ready', async () => {
+  const ready = await eventually('Ready', async () => {
     const s = await admin.get<BrowseSession>(Resources.BrowseSession, name, ns.name);
     return s?.status?.phase === 'Ready' ? s : undefined;
   });
+  links.set(name, await pageLinkOf(admin, ready));
+  return ready;
 }
 
-/** The page of a session on the world's portal (status.url names the public base). */
+/** The page links of the sessions made here, as kubectl browse link reads them (status.url has no token). */
+const links = new Map<string, string>();
+
+/** The page of a session on the world's portal (its link names the public base). */
 function pageOf(session: BrowseSession): string {
-  return `${world.portalUrl}${new URL(session.status!.url!).pathname}`;
+  return `${world.portalUrl}${new URL(links.get(session.metadata.name!)!).pathname}`;
 }
 
 async function openWatched(url: string): Promise<{ page: Page; problems: string[] }> {
@@ -189,7 +195,7 @@ describe('the session page', () => {
     const b = await readySession('olga', [
       { url: world.packageUrl('/page/o.tar.gz'), installed: true, exitCode: 0, message: '' },
     ]);
-    const tokenOf = (s: BrowseSession) => new URL(s.status!.url!).pathname.split('/').pop()!;
+    const tokenOf = (s: BrowseSession) => links.get(s.metadata.name!)!.split('/').pop()!;
     const wrong = tokenOf(a).replace(/^./, (c) => (c === 'A' ? 'B' : 'A'));
     const urls = [
       `${world.portalUrl}/sessions/${ns.name}/nina/${wrong}`,
@@ -201,11 +207,19 @@ describe('the session page', () => {
       `${world.portalUrl}/sessions/${ns.name}/nina/${tokenOf(b)}/console`,
     ];
     const bodies = new Set<string>();
+    // A wrong link is answered from the portal's cache of login Secrets: no API request, so no
+    // load from guessing and no timing hint of which sessions exist (issue 21).
+    const reads: string[] = [];
+    world.client.onRequest((verb, resource) => {
+      if (verb === 'get' && (resource === 'browsesessions.codebrowse.io' || resource === 'secrets'))
+        reads.push(resource);
+    });
     for (const url of urls) {
       const res = await fetch(url);
       expect(`${url} ${res.status}`).toBe(`${url} 404`);
       bodies.add(await res.text());
     }
+    expect(reads).toEqual([]);
     const password = await fetch(`${world.portalUrl}/sessions/${ns.name}/nina/${tokenOf(b)}/password`, {
       method: 'POST',
       headers: { 'x-codebrowse-page': '1' },

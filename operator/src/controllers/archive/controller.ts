@@ -15,7 +15,7 @@ import { toApiTime as timestamp } from '../../runtime/conditions.ts';
 import type { ControllerDefinition, ReconcileContext, ReconcileResult } from '../../runtime/controller.ts';
 import { Resources } from '../../runtime/resources.ts';
 import type { KubeObject } from '../../runtime/client.ts';
-import { imageFor, vmNamespace } from '../../vm/builders.ts';
+import { DEFAULT_VM_NAMESPACE, imageFor, vmNamespace } from '../../vm/builders.ts';
 import { carriedLabels } from '../../vm/carried-labels.ts';
 import { packageRef } from '../../api/browsesession.ts';
 import { statusWithCondition } from '../browsesession/machine.ts';
@@ -70,15 +70,17 @@ function counts(archive: SessionArchive): boolean {
   return archive.status?.phase !== 'Failed' && !archive.metadata.deletionTimestamp;
 }
 
-export function sessionArchiveController(): ControllerDefinition<SessionArchive> {
+export function sessionArchiveController(options: { vmNamespace?: string } = {}): ControllerDefinition<SessionArchive> {
   let indexed = false;
   return {
     name: 'sessionarchive',
     type: Resources.SessionArchive,
     workers: 2,
     watches: [
+      // Snapshots of the VMs, in the VM namespace (the operator's rights on them are a Role there).
       {
         type: Resources.VirtualMachineSnapshot,
+        informer: { namespace: options.vmNamespace ?? DEFAULT_VM_NAMESPACE },
         keys: (object) => {
           const labels = object.metadata.labels ?? {};
           const name = labels[ARCHIVE_LABELS.archive];

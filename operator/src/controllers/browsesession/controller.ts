@@ -2,6 +2,7 @@
 // each computed from the world as it is, and one status write at the end: finalizer, the per-user
 // queue, downloads, placement (node and address), login, VM (warm claim or cold), the guest's
 // install report, DNS, mail, Ready, expiry; and the teardown that expiry, failure and deletion share.
+import { DEFAULT_RESERVED_NAMES } from '../../api/serverpool.ts';
 import type { BrowseSessionStatus } from '../../api/browsesession.ts';
 import type { BrowseSession, DownloadRequest, Node, ServerPool } from '../../api/objects.ts';
 import { type Condition, getCondition, toApiTime } from '../../runtime/conditions.ts';
@@ -24,7 +25,8 @@ import {
   ensureVm,
   installStep,
   notify,
-  pageUrl,
+  knownPageToken,
+  pageAddress,
   readyStep,
   holdsVm,
   releaseVm,
@@ -118,8 +120,10 @@ export function browseSessionController(options: SessionControllerOptions): Cont
           return session.status?.run?.finishedAt && session.status.phase !== 'Completed' ? [keyOf(session)] : [];
         },
       },
+      // VMs live only in the VM namespace: the operator's rights on them are a Role there.
       {
         type: Resources.VirtualMachine,
+        informer: { namespace: vmNs },
         keys: (vm) => {
           const ref = vm.metadata.annotations?.[ANNOTATIONS.sessionRef];
           return ref ? [ref] : [];
@@ -192,8 +196,43 @@ export function browseSessionController(options: SessionControllerOptions): Cont
         await write(status);
         return { requeueAfterMs: POOL_MISSING_RETRY_MS };
       }
+      // <user>.<zone> must not be one of the zone's own names (www, mail, the portal's host): the
+      // admission policy refuses such a session; without it, the session fails before it holds anything.
+      if (
+        !status.node &&
+        (pool.spec.dns.reservedNames ?? (DEFAULT_RESERVED_NAMES as readonly string[])).includes(session.spec.user)
+      ) {
+        const message = `spec.user "${session.spec.user}" is a reserved name of pool ${pool.metadata.name}'s zone (spec.dns.reservedNames), so ${session.spec.user}.${pool.spec.dns.zone} is never a session's: start the session as another user`;
+        status = withCondition(
+          { ...status, phase: 'Failed' },
+          'Scheduled',
+          'False',
+          'ReservedName',
+          message,
+          generation,
+        );
+        status = withCondition(status, 'Failed', 'True', 'ReservedName', message, generation);
+        await write(status);
+        await ctx.event('Warning', 'ReservedName', message);
+        return;
+      }
       // A pool whose network does not work (addressing Attachment without its Multus network, or
       // one that would hand out our addresses twice) gets no new sessions: they wait, holding nothing.
+      if (!status.node && vmNamespace(pool) !== vmNs) {
+        // codebrowse's rights on VMs, Secrets and snapshots are a Role in one namespace.
+        const message = `pool ${pool.metadata.name} keeps its VMs in namespace ${vmNamespace(pool)} (spec.vmNamespace), but codebrowse serves ${vmNs} (the operator's --vm-namespace, the chart's vmNamespace) and may make VMs nowhere else: set the pool's spec.vmNamespace to ${vmNs}. The session starts once it is`;
+        const waiting = withCondition(
+          { ...status, phase: 'Pending' },
+          'Scheduled',
+          'False',
+          'PoolNotReady',
+          message,
+          generation,
+        );
+        if (JSON.stringify(waiting.conditions) !== JSON.stringify(status.conditions) || status.phase !== 'Pending')
+          await write(waiting);
+        return;
+      }
       if (!status.node) {
         const network = poolNetwork(
           pool,
@@ -373,9 +412,9 @@ export function browseSessionController(options: SessionControllerOptions): Cont
       }
 
       // Steps 6–9: login, VM, the guest's report, DNS, mail, Ready.
-      const pageToken = await ensureLogin(session, pool, ctx, loginsSeen);
-      // The page link is known from the login on: the ready mail and kubectl browse show it.
-      const url = pageUrl(options, session, pageToken);
+      const pageToken = await ensureLogin(session, pool, ctx, loginsSeen, options.usernamePrefix);
+      // The page's address (no token) is known from the login on; the link goes only to the user.
+      const url = pageAddress(options, session);
       if (status.url !== url) status = { ...status, url };
       const vms = ctx.cache<VirtualMachine>(Resources.VirtualMachine).list();
       // A test run (mode Run) needs no DNS name and no ready mail: it installs, runs, and ends.
@@ -392,7 +431,7 @@ export function browseSessionController(options: SessionControllerOptions): Cont
               async (s) => installStep(session, s),
               (s) => ensureDns(session, s, pool, ctx),
               async (s) => readyStep(session, s, pool),
-              (s) => notify('ready', session, s, ctx, options),
+              (s) => notify('ready', session, s, ctx, options, async () => pageToken),
             ],
       );
       await write(stepped.status);
@@ -445,7 +484,9 @@ export function browseSessionController(options: SessionControllerOptions): Cont
       }
     }
     if (status.phase === 'Completed') {
-      const sent = await notify('completed', session, status, ctx, options);
+      const sent = await notify('completed', session, status, ctx, options, () =>
+        knownPageToken(session, ctx.cache<ServerPool>(Resources.ServerPool).get(session.spec.pool), ctx, loginsSeen),
+      );
       status = sent.status;
       if (sent.requeueAfterMs !== undefined) {
         await ctx.writer.patchStatus(Resources.BrowseSession, session, status);
@@ -460,6 +501,8 @@ export function browseSessionController(options: SessionControllerOptions): Cont
         status,
         ctx,
         options,
+        () =>
+          knownPageToken(session, ctx.cache<ServerPool>(Resources.ServerPool).get(session.spec.pool), ctx, loginsSeen),
       );
       status = sent.status;
       if (sent.requeueAfterMs !== undefined) {
@@ -498,11 +541,9 @@ export function browseSessionController(options: SessionControllerOptions): Cont
     const keepLogin = !deleting && session.spec.mode === 'Run';
     await teardown(session, vms, ctx.cache<DownloadRequest>(Resources.DownloadRequest).list(), ctx, vmNs, keepLogin);
     if (deleting && session.spec.mode === 'Run')
-      await ctx.client
-        .delete(Resources.ConfigMap, runOutputName(session), session.metadata.namespace)
-        .catch((error) => {
-          if (!isNotFound(error)) throw error;
-        });
+      await ctx.client.delete(Resources.ConfigMap, runOutputName(session), vmNs).catch((error) => {
+        if (!isNotFound(error)) throw error;
+      });
     return !holdsVm(session, ctx.cache<VirtualMachine>(Resources.VirtualMachine).list());
   }
 

@@ -28,8 +28,10 @@ import {
   generatePassword,
   hostnameOf,
   imageFor,
+  loginReaderName,
   loginSecretName,
   newVmName,
+  pageLink,
   sessionLabel,
   vmNamespace,
 } from '../../vm/builders.ts';
@@ -94,9 +96,27 @@ export function statusWithCondition<S extends { conditions?: unknown[] }>(
   };
 }
 
-/** The session page: <base>/sessions/<namespace>/<name>/<page token>. */
-export function pageUrl(deps: MachineDeps, session: BrowseSession, pageToken: string): string {
-  return `${deps.pageBaseUrl.replace(/\/$/, '')}/sessions/${session.metadata.namespace}/${session.metadata.name}/${pageToken}`;
+/**
+ * The session page's address without its token, <base>/sessions/<namespace>/<name>: what status.url
+ * shows. Whoever may read the session sees it, so it opens nothing; the link that does (address +
+ * "/" + page token) is mailed to the session's user and handed to them alone by the portal
+ * (`kubectl browse link`), never stored where another user of the namespace reads it (issue 21).
+ */
+export function pageAddress(deps: MachineDeps, session: BrowseSession): string {
+  return `${deps.pageBaseUrl.replace(/\/$/, '')}/sessions/${session.metadata.namespace}/${session.metadata.name}`;
+}
+
+/** The page token of a session's login Secret, or undefined before there is one. */
+export async function knownPageToken(
+  session: BrowseSession,
+  pool: ServerPool | undefined,
+  ctx: ReconcileContext,
+  known: Map<string, string>,
+): Promise<string | undefined> {
+  const seen = known.get(session.metadata.uid!);
+  if (seen || !pool) return seen;
+  const secret = await ctx.client.get<Secret>(Resources.Secret, loginSecretName(session), vmNamespace(pool));
+  return secret?.data?.pageToken ? Buffer.from(secret.data.pageToken, 'base64').toString('utf8') : undefined;
 }
 
 /**
@@ -109,6 +129,7 @@ export async function ensureLogin(
   pool: ServerPool,
   ctx: ReconcileContext,
   known: Map<string, string>,
+  usernamePrefix = '',
 ): Promise<string> {
   const uid = session.metadata.uid!;
   const seen = known.get(uid);
@@ -117,16 +138,17 @@ export async function ensureLogin(
   const namespace = vmNamespace(pool);
   const tokenOf = (secret: Secret | undefined): string | undefined =>
     secret?.data?.pageToken ? Buffer.from(secret.data.pageToken, 'base64').toString('utf8') : undefined;
-  const existing = await ctx.client.get<Secret>(Resources.Secret, name, namespace);
-  let token = tokenOf(existing);
-  if (!existing) {
+  let secret = await ctx.client.get<Secret>(Resources.Secret, name, namespace);
+  let token = tokenOf(secret);
+  if (!secret) {
     token = generatePageToken();
     try {
-      await ctx.client.create(Resources.Secret, buildLoginSecret(session, pool, generatePassword(), token));
+      secret = await ctx.client.create(Resources.Secret, buildLoginSecret(session, pool, generatePassword(), token));
     } catch (error) {
       if (!isConflict(error)) throw error;
       // Made by an earlier run of ours meanwhile: its token counts.
-      token = tokenOf(await ctx.client.get<Secret>(Resources.Secret, name, namespace));
+      secret = await ctx.client.get<Secret>(Resources.Secret, name, namespace);
+      token = tokenOf(secret);
     }
   }
   if (!token) {
@@ -134,8 +156,61 @@ export async function ensureLogin(
     token = generatePageToken();
     await ctx.client.mergePatch(Resources.Secret, name, namespace, { stringData: { pageToken: token } });
   }
+  if (secret) await ensureLoginReader(session, secret, ctx, usernamePrefix);
   known.set(uid, token);
   return token;
+}
+
+/**
+ * Lets the session's user read their login Secret (the page link, the password), and no other: a
+ * Role naming that one Secret and a RoleBinding to the user, both owned by the Secret, so they go
+ * when it goes. `kubectl browse link` reads it; status.url has only the page's address (issue 21).
+ */
+async function ensureLoginReader(
+  session: BrowseSession,
+  secret: Secret,
+  ctx: ReconcileContext,
+  usernamePrefix: string,
+): Promise<void> {
+  const name = loginReaderName(session);
+  const metadata = {
+    name,
+    namespace: secret.metadata.namespace!,
+    labels: { ...carriedLabels(session.metadata.labels), [LABELS.session]: sessionLabel(session) },
+    annotations: { [ANNOTATIONS.sessionRef]: `${session.metadata.namespace}/${session.metadata.name}` },
+    ownerReferences: [
+      {
+        apiVersion: 'v1',
+        kind: 'Secret',
+        name: secret.metadata.name!,
+        uid: secret.metadata.uid!,
+        blockOwnerDeletion: false,
+      },
+    ],
+  };
+  const role = {
+    apiVersion: 'rbac.authorization.k8s.io/v1',
+    kind: 'Role',
+    metadata,
+    rules: [{ apiGroups: [''], resources: ['secrets'], resourceNames: [secret.metadata.name!], verbs: ['get'] }],
+  };
+  const binding = {
+    apiVersion: 'rbac.authorization.k8s.io/v1',
+    kind: 'RoleBinding',
+    metadata,
+    roleRef: { apiGroup: 'rbac.authorization.k8s.io', kind: 'Role', name },
+    subjects: [{ apiGroup: 'rbac.authorization.k8s.io', kind: 'User', name: `${usernamePrefix}${session.spec.user}` }],
+  };
+  for (const [type, object] of [
+    [Resources.Role, role],
+    [Resources.RoleBinding, binding],
+  ] as const) {
+    try {
+      await ctx.client.create(type, object as KubeObject);
+    } catch (error) {
+      if (!isConflict(error)) throw error;
+    }
+  }
 }
 
 /** Whether the VM was claimed by or made for the session. */
@@ -569,8 +644,8 @@ export async function notify(
   status: Status,
   ctx: ReconcileContext,
   deps: MachineDeps,
+  pageToken: () => Promise<string | undefined>,
 ): Promise<StepResult> {
-  const link = status.url ?? '';
   const reason = {
     ready: 'ReadyMailSent',
     noCapacity: 'RetryLaterMailSent',
@@ -586,7 +661,28 @@ export async function notify(
     const next = withCondition(status, 'Notified', 'True', 'MailNotConfigured', message, session.metadata.generation);
     return { status: next, proceed: true };
   }
+  // The platform's relay sends only to the domains the pool lists (spec.mail.domains), so a session
+  // cannot make it mail anyone (issue 21); the session goes on without the mail.
+  const pool = ctx.cache<ServerPool>(Resources.ServerPool).get(session.spec.pool);
+  const domain = session.spec.email.slice(session.spec.email.lastIndexOf('@') + 1).toLowerCase();
+  const domains = pool?.spec.mail?.domains;
+  if (domains && !domains.some((d) => d.toLowerCase() === domain)) {
+    const message = `pool ${session.spec.pool} mails only ${domains.join(', ')} (spec.mail.domains), not ${domain}: the ${kind} mail was not sent; kubectl browse link shows the page's link`;
+    if (notified?.reason === 'MailDomainNotAllowed' && notified.message === message) return { status, proceed: true };
+    const next = withCondition(
+      status,
+      'Notified',
+      'False',
+      'MailDomainNotAllowed',
+      message,
+      session.metadata.generation,
+    );
+    await ctx.event('Warning', 'MailDomainNotAllowed', message);
+    return { status: next, proceed: true };
+  }
   const failedCondition = getCondition(status.conditions as Condition[] | undefined, 'Failed');
+  const token = status.url ? await pageToken() : undefined;
+  const link = status.url && token ? pageLink(status.url, token) : '';
   const mail = renderSessionMail(kind, {
     user: session.spec.user,
     sessionName: session.metadata.name!,

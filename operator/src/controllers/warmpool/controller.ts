@@ -65,7 +65,11 @@ export function warmPoolController(options: WarmPoolOptions): ControllerDefiniti
     workers: 1,
     errorCondition: null,
     watches: [
-      { type: Resources.VirtualMachine, keys: labelKeys(LABELS.pool, Resources.ServerPool) },
+      {
+        type: Resources.VirtualMachine,
+        informer: { namespace: options.vmNamespace },
+        keys: labelKeys(LABELS.pool, Resources.ServerPool),
+      },
       // A node that becomes Ready (or goes) changes where warm VMs fit: every pool looks again.
       { type: Resources.Node, keys: () => (options.pools?.().list() ?? []).map((p) => p.metadata.name!) },
       { type: Resources.BrowseSession, keys: () => [] },
