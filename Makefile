@@ -84,11 +84,12 @@ format: deps ## format and fix lint findings in place
 .PHONY: test
 test: deps k8s-bin tools-bin image-linux check ## everything the tests need, then every test (against a real kube-apiserver)
 	@mkdir -p $(dir $(RESULTS)) && rm -f $(RESULTS) $(RESULTS_VM)
-	@# Without TEST_ARGS: the QEMU tests (e2e/vmhost) run on their own, one at a time, after the rest.
-	@# A software-emulated guest takes a whole core; beside two jest workers on a 2-core machine it
-	@# starved the API server and the operators under test into timeouts that were not theirs.
+	@# Without TEST_ARGS: one test file at a time, the QEMU tests (e2e/vmhost) last. Each file runs
+	@# operators, or a control plane of its own, beside the shared one; two at once on a 2-core machine
+	@# (and a software-emulated guest takes a whole core) starved them into timeouts that were not
+	@# the code's. One at a time takes about 30 min warm, well inside CI's 90.
 	@if [ -z '$(TEST_ARGS)' ]; then \
-	  $(JEST) --json --outputFile=$(RESULTS) --testPathIgnorePatterns /node_modules/ /e2e/vmhost/ || status=$$?; \
+	  $(JEST) --json --outputFile=$(RESULTS) --maxWorkers=1 --testPathIgnorePatterns /node_modules/ /e2e/vmhost/ || status=$$?; \
 	  $(JEST) --json --outputFile=$(RESULTS_VM) --runInBand e2e/vmhost || status=$$?; \
 	  $(NODE) e2e/test-summary.ts $(RESULTS) $(RESULTS_VM); \
 	else \
