@@ -97,6 +97,22 @@ function sqlite(): Sqlite {
   return process.getBuiltinModule('node:sqlite') as Sqlite;
 }
 
+/** Runs `statement` again while SQLite says the database is busy or locked, up to BUSY_TIMEOUT_MS. */
+function retryWhileBusy(statement: () => void): void {
+  const deadline = Date.now() + BUSY_TIMEOUT_MS;
+  const pause = new Int32Array(new SharedArrayBuffer(4));
+  for (;;) {
+    try {
+      statement();
+      return;
+    } catch (error) {
+      const code = ((error as { errcode?: number }).errcode ?? 0) & 0xff; // extended codes: the primary one
+      if ((code !== 5 && code !== 6) || Date.now() > deadline) throw error; // SQLITE_BUSY, SQLITE_LOCKED
+      Atomics.wait(pause, 0, 0, 20);
+    }
+  }
+}
+
 function iso(ms: number): string {
   return new Date(ms).toISOString();
 }
@@ -122,8 +138,10 @@ export class StoreHistory {
     const path = join(dir, HISTORY_FILE);
     const db = new (sqlite().DatabaseSync)(path, { timeout: BUSY_TIMEOUT_MS });
     try {
-      // WAL is a property of the file: the first writer sets it, every later open finds it.
-      db.exec('PRAGMA journal_mode = WAL');
+      // WAL is a property of the file: the first writer sets it, every later open finds it. Two
+      // processes opening a new store at once: SQLite answers the change of journal mode with
+      // SQLITE_BUSY at once, without its busy handler, so it is tried again for a while.
+      retryWhileBusy(() => db.exec('PRAGMA journal_mode = WAL'));
       // No fsync per commit: a process crash loses nothing, a power loss at most the last few
       // commits, and neither corrupts the file.
       db.exec('PRAGMA synchronous = NORMAL');
