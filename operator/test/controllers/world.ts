@@ -61,6 +61,15 @@ export interface World {
   stop(): Promise<void>;
 }
 
+/** Waits for `step` at most 20 s; past that, says so on stderr and goes on. */
+async function bounded(what: string, step: Promise<unknown>): Promise<void> {
+  let timer: NodeJS.Timeout | undefined;
+  const late = new Promise<'late'>((resolve) => (timer = setTimeout(() => resolve('late'), 20_000)));
+  const outcome = await Promise.race([step.then(() => 'done' as const), late]);
+  clearTimeout(timer);
+  if (outcome === 'late') console.warn(`world.stop: ${what} took more than 20 s; going on without it`);
+}
+
 /** The golden disk of the tests' pools: an empty one (kwok nodes boot nothing). */
 export function goldenDisk(): string {
   return blankDisk(join(process.env.CODEBROWSE_TEST_DIR ?? tmpdir(), 'golden', 'blank.qcow2'));
@@ -290,9 +299,11 @@ export async function startWorld(
     },
     portalUrl: `http://${portal.address}`,
     async stop() {
-      await portal.close();
-      await manager.stop();
-      await packages.close();
+      // Each step bounded and named: a teardown that hung past jest's hook timeout (seen in
+      // paths.test inside full runs, never alone) says which step it was, and the rest still runs.
+      await bounded('the portal closing', portal.close());
+      await bounded("the operator's manager stopping", manager.stop());
+      await bounded('the package server closing', packages.close());
       await rm(storeDir, { recursive: true, force: true });
       for (const name of nodes) await client.delete(Resources.Node, name).catch(() => undefined);
       for (const name of pools) await client.delete(Resources.ServerPool, name).catch(() => undefined);
