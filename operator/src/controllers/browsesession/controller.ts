@@ -216,8 +216,6 @@ export function browseSessionController(options: SessionControllerOptions): Cont
         await ctx.event('Warning', 'ReservedName', message);
         return;
       }
-      // A pool whose network does not work (addressing Attachment without its Multus network, or
-      // one that would hand out our addresses twice) gets no new sessions: they wait, holding nothing.
       if (!status.node && vmNamespace(pool) !== vmNs) {
         // codebrowse's rights on VMs, Secrets and snapshots are a Role in one namespace.
         const message = `pool ${pool.metadata.name} keeps its VMs in namespace ${vmNamespace(pool)} (spec.vmNamespace), but codebrowse serves ${vmNs} (the operator's --vm-namespace, the chart's vmNamespace) and may make VMs nowhere else: set the pool's spec.vmNamespace to ${vmNs}. The session starts once it is`;
@@ -233,6 +231,8 @@ export function browseSessionController(options: SessionControllerOptions): Cont
           await write(waiting);
         return;
       }
+      // A pool whose network does not work (addressing Attachment without its Multus network, or
+      // one that would hand out our addresses twice) gets no new sessions: they wait, holding nothing.
       if (!status.node) {
         const network = poolNetwork(
           pool,

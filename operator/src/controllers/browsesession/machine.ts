@@ -99,8 +99,9 @@ export function statusWithCondition<S extends { conditions?: unknown[] }>(
 /**
  * The session page's address without its token, <base>/sessions/<namespace>/<name>: what status.url
  * shows. Whoever may read the session sees it, so it opens nothing; the link that does (address +
- * "/" + page token) is mailed to the session's user and handed to them alone by the portal
- * (`kubectl browse link`), never stored where another user of the namespace reads it (issue 21).
+ * "/" + page token) is mailed to the session's user, and `kubectl browse link` reads it from the
+ * login Secret, which only they may read (ensureLoginReader); it is never stored where another user
+ * of the namespace reads it (issue 21).
  */
 export function pageAddress(deps: MachineDeps, session: BrowseSession): string {
   return `${deps.pageBaseUrl.replace(/\/$/, '')}/sessions/${session.metadata.namespace}/${session.metadata.name}`;
