@@ -6,7 +6,7 @@
 import type { BrowseSession, ServerPool } from '../api/objects.ts';
 import { ApiError, type KubeClient } from '../runtime/client.ts';
 import { Resources } from '../runtime/resources.ts';
-import { type Secret, loginSecretName, pageLink, vmNamespace } from '../vm/builders.ts';
+import { type Secret, loginSecretName, pageLink, pageTokenOf, vmNamespace } from '../vm/builders.ts';
 import type { LinkArgs } from './args.ts';
 import { connect } from './connect.ts';
 import type { Io } from './create.ts';
@@ -38,7 +38,7 @@ export async function pageLinkOf(client: KubeClient, session: BrowseSession): Pr
       );
     throw error;
   }
-  const token = secret?.data?.pageToken ? Buffer.from(secret.data.pageToken, 'base64').toString('utf8') : undefined;
+  const token = pageTokenOf(secret);
   if (!token) throw new LinkError(`session ${where} has no login yet; try again soon`);
   return pageLink(address, token);
 }

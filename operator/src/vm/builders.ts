@@ -257,6 +257,11 @@ export function loginSecretName(session: BrowseSession): string {
   return `login-${session.metadata.uid}`;
 }
 
+/** The page token a login Secret holds, if any. */
+export function pageTokenOf(secret: Secret | undefined): string | undefined {
+  return secret?.data?.pageToken ? Buffer.from(secret.data.pageToken, 'base64').toString('utf8') : undefined;
+}
+
 /** The session page's link: its address (status.url) and the page token of its login Secret. */
 export function pageLink(address: string, pageToken: string): string {
   return `${address}/${pageToken}`;

@@ -216,37 +216,30 @@ export function browseSessionController(options: SessionControllerOptions): Cont
         await ctx.event('Warning', 'ReservedName', message);
         return;
       }
-      if (!status.node && vmNamespace(pool) !== vmNs) {
-        // codebrowse's rights on VMs, Secrets and snapshots are a Role in one namespace.
-        const message = `pool ${pool.metadata.name} keeps its VMs in namespace ${vmNamespace(pool)} (spec.vmNamespace), but codebrowse serves ${vmNs} (the operator's --vm-namespace, the chart's vmNamespace) and may make VMs nowhere else: set the pool's spec.vmNamespace to ${vmNs}. The session starts once it is`;
-        const waiting = withCondition(
-          { ...status, phase: 'Pending' },
-          'Scheduled',
-          'False',
-          'PoolNotReady',
-          message,
-          generation,
-        );
-        if (JSON.stringify(waiting.conditions) !== JSON.stringify(status.conditions) || status.phase !== 'Pending')
-          await write(waiting);
-        return;
-      }
-      // A pool whose network does not work (addressing Attachment without its Multus network, or
-      // one that would hand out our addresses twice) gets no new sessions: they wait, holding nothing.
+      // A pool whose VMs would be out of codebrowse's reach (its rights on VMs, Secrets and snapshots
+      // are a Role in one namespace), or whose network does not work (addressing Attachment without
+      // its Multus network, or one that would hand out our addresses twice), gets no new sessions:
+      // they wait, holding nothing.
       if (!status.node) {
-        const network = poolNetwork(
-          pool,
-          vmNamespace(pool),
-          ctx.cache<NetworkAttachmentDefinition>(Resources.NetworkAttachmentDefinition),
-        );
-        if (!network.ready) {
-          const message = `pool ${pool.metadata.name} is not ready (${network.reason}): ${network.message}. The session starts once it is`;
+        let notReady: string | undefined;
+        if (vmNamespace(pool) !== vmNs) {
+          notReady = `pool ${pool.metadata.name} keeps its VMs in namespace ${vmNamespace(pool)} (spec.vmNamespace), but codebrowse serves ${vmNs} (the operator's --vm-namespace, the chart's vmNamespace) and may make VMs nowhere else: set the pool's spec.vmNamespace to ${vmNs}. The session starts once it is`;
+        } else {
+          const network = poolNetwork(
+            pool,
+            vmNamespace(pool),
+            ctx.cache<NetworkAttachmentDefinition>(Resources.NetworkAttachmentDefinition),
+          );
+          if (!network.ready)
+            notReady = `pool ${pool.metadata.name} is not ready (${network.reason}): ${network.message}. The session starts once it is`;
+        }
+        if (notReady) {
           const waiting = withCondition(
             { ...status, phase: 'Pending' },
             'Scheduled',
             'False',
             'PoolNotReady',
-            message,
+            notReady,
             generation,
           );
           if (JSON.stringify(waiting.conditions) !== JSON.stringify(status.conditions) || status.phase !== 'Pending')

@@ -32,6 +32,7 @@ import {
   loginSecretName,
   newVmName,
   pageLink,
+  pageTokenOf,
   sessionLabel,
   vmNamespace,
 } from '../../vm/builders.ts';
@@ -117,7 +118,7 @@ export async function knownPageToken(
   const seen = known.get(session.metadata.uid!);
   if (seen || !pool) return seen;
   const secret = await ctx.client.get<Secret>(Resources.Secret, loginSecretName(session), vmNamespace(pool));
-  return secret?.data?.pageToken ? Buffer.from(secret.data.pageToken, 'base64').toString('utf8') : undefined;
+  return pageTokenOf(secret);
 }
 
 /**
@@ -137,10 +138,8 @@ export async function ensureLogin(
   if (seen) return seen;
   const name = loginSecretName(session);
   const namespace = vmNamespace(pool);
-  const tokenOf = (secret: Secret | undefined): string | undefined =>
-    secret?.data?.pageToken ? Buffer.from(secret.data.pageToken, 'base64').toString('utf8') : undefined;
   let secret = await ctx.client.get<Secret>(Resources.Secret, name, namespace);
-  let token = tokenOf(secret);
+  let token = pageTokenOf(secret);
   if (!secret) {
     token = generatePageToken();
     try {
@@ -149,7 +148,7 @@ export async function ensureLogin(
       if (!isConflict(error)) throw error;
       // Made by an earlier run of ours meanwhile: its token counts.
       secret = await ctx.client.get<Secret>(Resources.Secret, name, namespace);
-      token = tokenOf(secret);
+      token = pageTokenOf(secret);
     }
   }
   if (!token) {
@@ -173,28 +172,39 @@ async function ensureLoginReader(
   ctx: ReconcileContext,
   usernamePrefix: string,
 ): Promise<void> {
-  const name = loginReaderName(session);
+  await grantToSessionUser(session, ctx, usernamePrefix, {
+    name: loginReaderName(session),
+    namespace: secret.metadata.namespace!,
+    owner: { apiVersion: 'v1', kind: 'Secret', name: secret.metadata.name!, uid: secret.metadata.uid! },
+    rule: { apiGroups: [''], resources: ['secrets'], resourceNames: [secret.metadata.name!], verbs: ['get'] },
+  });
+}
+
+/**
+ * A Role of one rule and a RoleBinding of it to the session's user (`usernamePrefix` + spec.user),
+ * both named `name` and owned by `owner`, so they go when it goes (garbage collection), crash or
+ * not. Made once; one that exists already is left as it is.
+ */
+async function grantToSessionUser(
+  session: BrowseSession,
+  ctx: ReconcileContext,
+  usernamePrefix: string,
+  grant: {
+    name: string;
+    namespace: string;
+    owner: { apiVersion: string; kind: string; name: string; uid: string };
+    rule: { apiGroups: string[]; resources: string[]; resourceNames: string[]; verbs: string[] };
+  },
+): Promise<void> {
+  const { name, namespace, owner, rule } = grant;
   const metadata = {
     name,
-    namespace: secret.metadata.namespace!,
+    namespace,
     labels: { ...carriedLabels(session.metadata.labels), [LABELS.session]: sessionLabel(session) },
     annotations: { [ANNOTATIONS.sessionRef]: `${session.metadata.namespace}/${session.metadata.name}` },
-    ownerReferences: [
-      {
-        apiVersion: 'v1',
-        kind: 'Secret',
-        name: secret.metadata.name!,
-        uid: secret.metadata.uid!,
-        blockOwnerDeletion: false,
-      },
-    ],
+    ownerReferences: [{ ...owner, blockOwnerDeletion: false }],
   };
-  const role = {
-    apiVersion: 'rbac.authorization.k8s.io/v1',
-    kind: 'Role',
-    metadata,
-    rules: [{ apiGroups: [''], resources: ['secrets'], resourceNames: [secret.metadata.name!], verbs: ['get'] }],
-  };
+  const role = { apiVersion: 'rbac.authorization.k8s.io/v1', kind: 'Role', metadata, rules: [rule] };
   const binding = {
     apiVersion: 'rbac.authorization.k8s.io/v1',
     kind: 'RoleBinding',
@@ -454,54 +464,17 @@ export async function ensureConnectAccess(
   ctx: ReconcileContext,
   usernamePrefix: string,
 ): Promise<void> {
-  const name = connectRoleName(vm.metadata.name!);
-  const namespace = vm.metadata.namespace!;
-  const owner = [
-    {
-      apiVersion: 'kubevirt.io/v1',
-      kind: 'VirtualMachine',
-      name: vm.metadata.name!,
-      uid: vm.metadata.uid!,
-      blockOwnerDeletion: false,
+  await grantToSessionUser(session, ctx, usernamePrefix, {
+    name: connectRoleName(vm.metadata.name!),
+    namespace: vm.metadata.namespace!,
+    owner: { apiVersion: 'kubevirt.io/v1', kind: 'VirtualMachine', name: vm.metadata.name!, uid: vm.metadata.uid! },
+    rule: {
+      apiGroups: ['subresources.kubevirt.io'],
+      resources: ['virtualmachineinstances/portforward'],
+      resourceNames: [vm.metadata.name!],
+      verbs: ['get'],
     },
-  ];
-  const metadata = {
-    name,
-    namespace,
-    labels: { ...carriedLabels(session.metadata.labels), [LABELS.session]: sessionLabel(session) },
-    annotations: { [ANNOTATIONS.sessionRef]: `${session.metadata.namespace}/${session.metadata.name}` },
-    ownerReferences: owner,
-  };
-  const role = {
-    apiVersion: 'rbac.authorization.k8s.io/v1',
-    kind: 'Role',
-    metadata,
-    rules: [
-      {
-        apiGroups: ['subresources.kubevirt.io'],
-        resources: ['virtualmachineinstances/portforward'],
-        resourceNames: [vm.metadata.name!],
-        verbs: ['get'],
-      },
-    ],
-  };
-  const binding = {
-    apiVersion: 'rbac.authorization.k8s.io/v1',
-    kind: 'RoleBinding',
-    metadata,
-    roleRef: { apiGroup: 'rbac.authorization.k8s.io', kind: 'Role', name },
-    subjects: [{ apiGroup: 'rbac.authorization.k8s.io', kind: 'User', name: `${usernamePrefix}${session.spec.user}` }],
-  };
-  for (const [type, object] of [
-    [Resources.Role, role],
-    [Resources.RoleBinding, binding],
-  ] as const) {
-    try {
-      await ctx.client.create(type, object as KubeObject);
-    } catch (error) {
-      if (!isConflict(error)) throw error;
-    }
-  }
+  });
 }
 
 export function connectRoleName(vmName: string): string {
