@@ -2,7 +2,9 @@
 // agent Secret, handed in by cloud-init), waits until its VM is claimed, fetches the session
 // manifest, reports each install step, and finally "all is well" (or not). Reports land in the
 // session's status; the operator goes on from there.
-//   GET  /agent/v1/manifest   204 while the VM is unclaimed, else the manifest (JSON)
+//   GET  /agent/v1/manifest   204 while the VM is unclaimed, else the manifest (JSON); with
+//                             ?wait=N (seconds, at most 30) it answers as soon as the VM is claimed
+//                             (a long poll), and never with 204 while the VM is paused
 //   GET  /agent/v1/packages/I the bytes of the session's package I, from the store (by its digest)
 //   POST /agent/v1/report     {"package": i, "installed": bool, "exitCode"?: n, "message"?: "..."}
 //   POST /agent/v1/done       {"installed": bool, "message"?: "..."}
@@ -51,6 +53,8 @@ export const AGENT_LIMITS = {
   inFlight: 4,
 };
 type Bucket = { tokens: number; at: number };
+/** The longest a manifest request waits for a claim (?wait=N) before it answers 204. */
+export const MANIFEST_WAIT_MAX_SECONDS = 30;
 /** Test-run results (up to RESULT_BODY_LIMIT each) held in memory at once, across every agent. */
 export const RESULTS_AT_ONCE = 2;
 const MESSAGE_LIMIT = 8192;
@@ -108,6 +112,12 @@ async function readJson(req: IncomingMessage, limit = BODY_LIMIT): Promise<Recor
     // fall through
   }
   throw new HttpError(400, 'the body must be a JSON object');
+}
+
+/** ?wait=N of a manifest request: whole seconds, at most MANIFEST_WAIT_MAX_SECONDS; 0 without it. */
+function waitOf(req: IncomingMessage): number {
+  const wait = Number(new URL(req.url ?? '/', 'http://portal').searchParams.get('wait') ?? 0);
+  return Number.isFinite(wait) && wait > 0 ? Math.min(Math.floor(wait), MANIFEST_WAIT_MAX_SECONDS) : 0;
 }
 
 function send(res: ServerResponse, status: number, body?: unknown): void {
@@ -171,10 +181,15 @@ export class AgentLimits {
 export class AgentApi {
   private readonly deps: AgentApiDeps;
   private readonly limits: AgentLimits;
+  /** Long polls waiting for a change of their VM ("namespace/name"): each looks again when woken. */
+  private readonly waiting = new Map<string, Set<() => void>>();
 
   constructor(deps: AgentApiDeps, limits = new AgentLimits()) {
     this.deps = deps;
     this.limits = limits;
+    deps.vms.on(({ object }) => {
+      for (const wake of this.waiting.get(`${object.metadata.namespace}/${object.metadata.name}`) ?? []) wake();
+    });
   }
 
   /** Handles /agent/v1/* (true), or leaves the request to others (false). */
@@ -191,7 +206,7 @@ export class AgentApi {
         throw new HttpError(429, `too many requests from this VM's agent: try again in ${wait} s`);
       }
       entered = key;
-      if (req.method === 'GET' && path === '/agent/v1/manifest') await this.manifest(vm, res);
+      if (req.method === 'GET' && path === '/agent/v1/manifest') await this.manifest(vm, res, waitOf(req));
       else if (req.method === 'GET' && path.startsWith('/agent/v1/packages/'))
         await this.package(vm, path.slice('/agent/v1/packages/'.length), res);
       else if (req.method === 'POST' && path === '/agent/v1/report') await this.report(vm, await readJson(req), res);
@@ -239,8 +254,43 @@ export class AgentApi {
     return session?.metadata.uid === uid ? session : undefined;
   }
 
-  private async manifest(vm: VirtualMachine, res: ServerResponse): Promise<void> {
-    const session = await this.sessionOf(vm);
+  /**
+   * A warm VM's claim, waited for up to `seconds` — and for as long as the VM is paused: an answer
+   * sent to a paused guest is lost, and TCP retries it only after backing off (up to two minutes),
+   * so the agent would hear of its claim that much later. A paused VM's poll is answered when it
+   * is claimed (its unpause follows at once), or ends when the agent's connection does.
+   */
+  private async claimOf(vm: VirtualMachine, seconds: number, res: ServerResponse): Promise<BrowseSession | undefined> {
+    const key = `${vm.metadata.namespace}/${vm.metadata.name}`;
+    const deadline = Date.now() + seconds * 1000;
+    for (;;) {
+      const now = this.deps.vms.get(key);
+      if (!now || res.destroyed) return undefined;
+      if (now.metadata.annotations?.[ANNOTATIONS.sessionRef]) return await this.sessionOf(now);
+      const paused = now.status?.printableStatus === 'Paused';
+      const left = deadline - Date.now();
+      if (!paused && left <= 0) return undefined;
+      await new Promise<void>((resolve) => {
+        const waiters = this.waiting.get(key) ?? new Set();
+        this.waiting.set(key, waiters);
+        const timer = paused ? undefined : setTimeout(done, left);
+        res.once('close', done);
+        waiters.add(done);
+        function done(): void {
+          clearTimeout(timer);
+          res.off('close', done);
+          waiters.delete(done);
+          resolve();
+        }
+      });
+      if (this.waiting.get(key)?.size === 0) this.waiting.delete(key);
+    }
+  }
+
+  private async manifest(vm: VirtualMachine, res: ServerResponse, waitSeconds: number): Promise<void> {
+    const session =
+      (await this.sessionOf(vm)) ?? (waitSeconds > 0 ? await this.claimOf(vm, waitSeconds, res) : undefined);
+    if (res.destroyed) return;
     if (!session) return send(res, 204); // a warm VM: not claimed yet, ask again
     const status = session.status ?? {};
     const login = await this.deps.client.get<Secret>(

@@ -227,3 +227,53 @@ describe("the agent API against a hostile VM's agent", () => {
     expect(kept!.data.output).not.toContain('\uFFFD'); // cut at character boundaries
   }, 120_000);
 });
+
+describe("a warm VM's agent waiting for its claim (the manifest's long poll)", () => {
+  it('holds the poll while the VM is paused, past its wait, and answers the manifest as soon as a session claims it', async () => {
+    await world.node(uniqueName('host'));
+    const warmPool = uniqueName('pool');
+    await world.pool(warmPool, {
+      sessionsPerNode: 2,
+      addresses: { cidr: '10.96.7.0/24', nodePrefix: 26 },
+      images: [{ name: 'debian-12', os: 'linux', snapshot: 'debian-12-golden', warm: 1 }],
+    } as Partial<ServerPool['spec']>);
+    const warm = await eventually(
+      'a paused warm VM',
+      async () =>
+        (await admin.list<VirtualMachine>(Resources.VirtualMachine, VMS)).items.find(
+          (vm) => vm.metadata.labels?.['codebrowse.io/pool'] === warmPool && vm.status?.printableStatus === 'Paused',
+        ),
+      90_000,
+    );
+    const secret = await admin.get<Secret>(Resources.Secret, `${warm.metadata.name}-agent`, VMS);
+    const token = Buffer.from(secret!.data!.token!, 'base64').toString('utf8');
+    const headers = { authorization: `Bearer ${token}` };
+
+    const polled = Date.now();
+    const poll = fetch(`${world.portalUrl}/agent/v1/manifest?wait=1`, { headers });
+    // Paused: no 204 at the end of its second (the guest would not hear it until TCP's retry).
+    const early = await Promise.race([poll, new Promise<'pending'>((r) => setTimeout(() => r('pending'), 3000))]);
+    expect(early).toBe('pending');
+    await world.session(ns.name, 'wes', { pool: warmPool, user: 'wes' });
+    const answer = await within(30_000, 'the claimed manifest', poll);
+    expect(answer.status).toBe(200);
+    expect(((await answer.json()) as { session: string }).session).toBe(`${ns.name}/wes`);
+    console.log(`claim answered ${Date.now() - polled} ms after the poll began`);
+    // The claim is written on the VM first, then in the session's status.
+    await eventually(
+      'wes has the warm VM',
+      async () =>
+        (await admin.get<BrowseSession>(Resources.BrowseSession, 'wes', ns.name))?.status?.vm === warm.metadata.name,
+    );
+
+    // Claimed already: the same poll answers at once; a bad wait is no wait.
+    for (const wait of ['30', 'x', '-1', '1e9']) {
+      const again = await within(
+        5000,
+        `wait=${wait}`,
+        fetch(`${world.portalUrl}/agent/v1/manifest?wait=${wait}`, { headers }),
+      );
+      expect(again.status).toBe(200);
+    }
+  }, 180_000);
+});
