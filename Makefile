@@ -82,7 +82,7 @@ format: deps ## format and fix lint findings in place
 	$(NODE) node_modules/eslint/bin/eslint.js --fix .
 
 .PHONY: test
-test: deps k8s-bin tools-bin image-linux check ## everything the tests need, then every test (against a real kube-apiserver)
+test: deps k8s-bin tools-bin agent-bin image-linux check ## everything the tests need, then every test (against a real kube-apiserver)
 	@mkdir -p $(dir $(RESULTS)) && rm -f $(RESULTS) $(RESULTS_VM)
 	@# Without TEST_ARGS: one test file at a time, the QEMU tests (e2e/vmhost) last. Each file runs
 	@# operators, or a control plane of its own, beside the shared one; two at once on a 2-core machine
@@ -125,6 +125,10 @@ IMAGE_OUT ?= $(HOME)/.cache/codebrowse/image-linux
 .PHONY: rootfs
 rootfs: ## build (or reuse, cached) the Debian root filesystem of the guest agent tests
 	@sh vm-images/linux/build-rootfs.sh test
+
+.PHONY: agent-bin
+agent-bin: ## build (or reuse, cached by a hash of its sources) the guest agent for linux/amd64, linux/arm64, windows/amd64
+	@sh vm-images/agent/build.sh
 
 .PHONY: image-linux
 image-linux: deps ## build (or reuse, cached by a hash of its recipe) the Linux session image; prints its dir

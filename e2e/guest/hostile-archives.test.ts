@@ -4,8 +4,8 @@
 import { randomBytes } from 'node:crypto';
 import { existsSync } from 'node:fs';
 import { AgentApiStub, type StubPackage } from './agent-api-stub.ts';
-import { type TarEntry, tar, tarGz, zeroBomb, zip } from './packages.ts';
-import { AGENT_DIR, GuestRoot, changedPaths, testRootfs } from './rootfs.ts';
+import { type TarEntry, paxNamed, tar, tarGz, zeroBomb, zip } from './packages.ts';
+import { AGENT, GuestRoot, changedPaths, testRootfs } from './rootfs.ts';
 
 // Names the archives try to write; none may exist anywhere afterwards.
 const EVIL = `evil-${randomBytes(4).toString('hex')}`;
@@ -127,6 +127,11 @@ describe('hostile archives', () => {
     expect(report!.message).toContain(`refused by the archive rule ${rule}:`);
   });
 
+  test('a refused hard link names its target as written, leading / included', () => {
+    const index = HOSTILE.findIndex((h) => h.name === 'hardlink-absolute.tar.gz');
+    expect(stub.reports.find((r) => r.package === index)!.message).toContain('"/etc/shadow"');
+  });
+
   test('every package is reported, in order, and the session is not all well', () => {
     expect(stub.rejected).toEqual([]);
     expect(stub.reports.map((r) => r.package)).toEqual(HOSTILE.map((_, i) => i));
@@ -158,27 +163,87 @@ describe('hostile archives', () => {
   });
 });
 
+// Harmless archives the shell agent refused, or refused for the wrong reason (issue 24): now they
+// install, or are refused by the rule they break.
+describe('archives refused wrongly before', () => {
+  const GOOD = [
+    {
+      // 174 bytes, two files and a symlink: `du` counted 4 KiB blocks against 100× the archive.
+      name: 'small.tar.gz',
+      body: () =>
+        tarGz([
+          { name: 'small/', type: 'dir' },
+          { name: 'small/a', body: 'a\n' },
+          { name: 'small/b', body: 'b\n' },
+          { name: 'small/link', type: 'symlink', link: 'a' },
+        ]),
+    },
+    {
+      // What Python's zipfile.writestr makes: a Unix mode without file-type bits.
+      name: 'writestr.zip',
+      body: () => zip([{ name: 'notes/readme.txt', body: 'written by writestr\n', mode: 0o600 }]),
+    },
+  ];
+  const longName = `${'d'.repeat(200)}/${'f'.repeat(300)}`;
+  let reports: typeof stub.reports;
+
+  beforeAll(async () => {
+    stub.clearReports();
+    stub.claim({
+      session: 'ns/fixed',
+      user: 'mallory',
+      password: 'pw',
+      packages: [
+        ...GOOD.map((g) => ({ url: `https://example.org/${g.name}`, body: g.body() })),
+        // A name no file system takes: tar failed half-way ("File name too long") and named no rule.
+        { url: 'https://example.org/too-long.tar.gz', body: tarGz([{ name: 'ok.txt' }, ...paxNamed(longName)]) },
+      ],
+    });
+    const run = await root.runAgent({ portal: stub.url, token: stub.token });
+    if (run.code !== 0) throw new Error(`the agent exited ${run.code}:\n${run.stdout}${run.stderr}`);
+    reports = stub.reports;
+  }, 120_000);
+
+  test('a tiny tar.gz with two files and a symlink installs, its link intact', async () => {
+    expect(reports.find((r) => r.package === 0)).toMatchObject({ installed: true });
+    expect(await root.read('/home/mallory/small/small/b')).toBe('b\n');
+    expect((await root.exec(['readlink', '/home/mallory/small/small/link'])).stdout).toBe('a\n');
+  });
+
+  test('a zip whose modes have no file-type bits installs, as regular files', async () => {
+    expect(reports.find((r) => r.package === 1)).toMatchObject({ installed: true });
+    expect(await root.read('/home/mallory/writestr/notes/readme.txt')).toBe('written by writestr\n');
+  });
+
+  test('a name too long for the file system is refused by its own rule', () => {
+    const report = reports.find((r) => r.package === 2)!;
+    expect(report.installed).toBe(false);
+    expect(report.message).toContain('refused by the archive rule name-too-long:');
+  });
+});
+
 describe('the checks after unpacking', () => {
-  // Defence in depth: what the listing rules would have refused, planted in an unpacked tree.
+  // Defence in depth: what the listing rules would have refused, planted in an unpacked tree (by the
+  // user, as a build step could), and checked by the agent's own checks (codebrowse-agent
+  // check-unpacked DIR CAP). The agent unpacks in-process and writes only below the unpack
+  // directory (vm-images/agent/internal/archive/unpack.go), so the shell agent's scan for files
+  // written outside it has no counterpart.
   const check = async (plant: string): Promise<string> => {
     const script = [
-      `. ${AGENT_DIR}/install-rules.sh`,
-      'UNPACK_UID=$(id -u mallory); dir=/home/mallory/planted; rm -rf "$dir"; mkdir -p "$dir" && chown mallory: "$dir"',
-      'touch /var/tmp/marker; sleep 0.05; ARCHIVE_CAP=1048576',
+      'dir=/home/mallory/planted; rm -rf "$dir"; mkdir -p "$dir" && chown mallory: "$dir"',
       `cd "$dir" && setpriv --reuid=mallory --regid=mallory --init-groups sh -c '${plant}'`,
-      'check_unpacked "$dir" /var/tmp/marker; echo "$? $REFUSE_RULE: $REFUSE_DETAIL"; rm -rf "$dir" /var/tmp/marker',
+      `${AGENT} check-unpacked "$dir" 1048576; echo "exit $?"; rm -rf "$dir"`,
     ].join('\n');
     const run = await root.exec(['sh', '-c', script]);
-    return run.stdout.trim();
+    return run.stdout.trim().replace(/\n/g, ' | ');
   };
 
   test.each([
-    ['a symlink to an absolute path', 'ln -s /etc etc', /^1 link-escape: /],
-    ['a symlink out through ..', 'mkdir d && ln -s ../../.. d/up', /^1 link-escape: /],
-    ['a fifo', 'mkfifo p', /^1 special-file: /],
-    ['a file of the user written outside', 'touch /var/tmp/planted-outside', /^1 outside-write: .*planted-outside/],
-    ['more bytes than the cap', 'head -c 2000000 /dev/zero > big', /^1 size: /],
-    ['a harmless tree', 'mkdir -p a/b && echo x > a/b/c && ln -s b a/link', /^0 :$/],
+    ['a symlink to an absolute path', 'ln -s /etc etc', /^link-escape: .* \| exit 1$/],
+    ['a symlink out through ..', 'mkdir d && ln -s ../../.. d/up', /^link-escape: .* \| exit 1$/],
+    ['a fifo', 'mkfifo p', /^special-file: .* \| exit 1$/],
+    ['more bytes than the cap', 'head -c 2000000 /dev/zero > big', /^size: .* \| exit 1$/],
+    ['a harmless tree', 'mkdir -p a/b && echo x > a/b/c && ln -s b a/link', /^exit 0$/],
   ])('catch %s', async (_what, plant, verdict) => {
     expect(await check(plant)).toMatch(verdict);
   });

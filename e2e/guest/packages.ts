@@ -9,8 +9,8 @@ import { crc32, gzipSync } from 'node:zlib';
 
 export interface TarEntry {
   name: string;
-  /** file (default), dir, symlink, hardlink, char, block, fifo */
-  type?: 'file' | 'dir' | 'symlink' | 'hardlink' | 'char' | 'block' | 'fifo';
+  /** file (default), dir, symlink, hardlink, char, block, fifo; pax: a PAX header (its body the records) */
+  type?: 'file' | 'dir' | 'symlink' | 'hardlink' | 'char' | 'block' | 'fifo' | 'pax';
   body?: string | Buffer;
   /** Declared size when it differs from body (for streamed bodies). */
   size?: number;
@@ -18,7 +18,28 @@ export interface TarEntry {
   link?: string;
 }
 
-const TYPEFLAG = { file: '0', hardlink: '1', symlink: '2', char: '3', block: '4', dir: '5', fifo: '6' } as const;
+const TYPEFLAG = {
+  file: '0',
+  hardlink: '1',
+  symlink: '2',
+  char: '3',
+  block: '4',
+  dir: '5',
+  fifo: '6',
+  pax: 'x',
+} as const;
+
+/** A file entry whose name (any length) is given by a PAX header before it, as GNU tar writes long names. */
+export function paxNamed(name: string, body = ''): TarEntry[] {
+  // A record is "<length> path=<name>\n", its length counting its own digits.
+  const rest = ` path=${name}\n`;
+  let length = Buffer.byteLength(rest) + 1;
+  while (String(length).length + Buffer.byteLength(rest) !== length) length += 1;
+  return [
+    { name: 'PaxHeader', type: 'pax', body: `${length}${rest}` },
+    { name: name.slice(0, 99), body },
+  ];
+}
 
 function octal(value: number, width: number): string {
   return value.toString(8).padStart(width - 1, '0') + '\0';
@@ -27,7 +48,7 @@ function octal(value: number, width: number): string {
 /** One 512-byte ustar header. */
 export function tarHeader(entry: TarEntry): Buffer {
   const type = entry.type ?? 'file';
-  const size = entry.size ?? (type === 'file' ? Buffer.byteLength(entry.body ?? '') : 0);
+  const size = entry.size ?? (type === 'file' || type === 'pax' ? Buffer.byteLength(entry.body ?? '') : 0);
   const header = Buffer.alloc(512);
   let name = entry.name;
   let prefix = '';
@@ -66,7 +87,7 @@ export function tar(entries: TarEntry[]): Buffer {
   const parts: Buffer[] = [];
   for (const entry of entries) {
     parts.push(tarHeader(entry));
-    if ((entry.type ?? 'file') === 'file') {
+    if ((entry.type ?? 'file') === 'file' || entry.type === 'pax') {
       const body = Buffer.from(entry.body ?? '');
       parts.push(body, padding(body.length));
     }

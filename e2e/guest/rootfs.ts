@@ -5,7 +5,7 @@
 // namespaces: its hostname, address and mounts never touch this machine. Its network namespace
 // has lo and a veth "eth0" (with the default route); the portal, a TCP server on this machine's
 // loopback, is reached through a relay: 127.0.0.1:<port> inside -> a unix socket -> the portal.
-import { type ChildProcess, spawn } from 'node:child_process';
+import { type ChildProcess, execFileSync, spawn } from 'node:child_process';
 import { createHash } from 'node:crypto';
 import { cp, lstat, mkdir, mkdtemp, readFile, readdir, readlink, rm, writeFile } from 'node:fs/promises';
 import { type Server, connect, createServer } from 'node:net';
@@ -14,10 +14,21 @@ import { join, relative } from 'node:path';
 
 const REPO = join(import.meta.dirname, '..', '..');
 const BUILD_SCRIPT = join(REPO, 'vm-images', 'linux', 'build-rootfs.sh');
-const AGENT_SOURCE = join(REPO, 'vm-images', 'agent');
+const AGENT_BUILD = join(REPO, 'vm-images', 'agent', 'build.sh');
 const RELAY = join(import.meta.dirname, 'netns-relay.ts');
 /** Where the image installs the agent (vm-images/linux/install-agent.sh does the same). */
 export const AGENT_DIR = '/usr/local/lib/codebrowse-agent';
+export const AGENT = `${AGENT_DIR}/codebrowse-agent`;
+
+let agentBuilt: string | undefined;
+/** The compiled agent for linux/amd64 (vm-images/agent/build.sh: built once, cached by its sources). */
+export function agentBinary(): string {
+  agentBuilt ??= execFileSync('sh', [AGENT_BUILD], { encoding: 'utf8', stdio: ['ignore', 'pipe', 'inherit'] })
+    .trim()
+    .split('\n')
+    .pop()!;
+  return join(agentBuilt, 'codebrowse-agent-linux-amd64');
+}
 
 export interface Run {
   code: number | null;
@@ -109,7 +120,7 @@ export class GuestRoot {
     this.upper = join(base, 'upper');
   }
 
-  /** A fresh copy-on-write root over `lower`, with the agent from vm-images/agent installed. */
+  /** A fresh copy-on-write root over `lower`, with the compiled agent of vm-images/agent installed. */
   static async create(lower: string): Promise<GuestRoot> {
     const base = await mkdtemp(join(tmpdir(), 'codebrowse-guest-'));
     const root = new GuestRoot(base);
@@ -123,7 +134,8 @@ export class GuestRoot {
       root.dir,
     ]);
     if (mounted.code !== 0) throw new Error(`mounting the overlay failed: ${mounted.stderr}`);
-    await cp(AGENT_SOURCE, join(root.dir, AGENT_DIR), { recursive: true });
+    await mkdir(join(root.dir, AGENT_DIR), { recursive: true });
+    await cp(agentBinary(), join(root.dir, AGENT));
     return root;
   }
 
@@ -180,21 +192,7 @@ export class GuestRoot {
       const envArgs = Object.entries(env).map(([k, v]) => `${k}=${v}`);
       return await run(
         'unshare',
-        [
-          '--net',
-          '--mount',
-          '--uts',
-          '--propagation',
-          'private',
-          '--',
-          'sh',
-          '-c',
-          script,
-          'sh',
-          ...envArgs,
-          '/bin/sh',
-          `${AGENT_DIR}/codebrowse-agent.sh`,
-        ],
+        ['--net', '--mount', '--uts', '--propagation', 'private', '--', 'sh', '-c', script, 'sh', ...envArgs, AGENT],
         {
           env: {
             PATH: process.env.PATH,

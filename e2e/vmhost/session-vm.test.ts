@@ -227,6 +227,8 @@ spec:
         1000,
       );
       console.log(`apply → Ready/Installed in ${((Date.now() - applied) / 1000).toFixed(1)} s`);
+      // The agent's own account of its steps, each with its time (its done message).
+      console.log(session.status!.conditions!.find((c) => c.type === 'Installed')?.message);
       // The warm VM was claimed (no cold boot) and runs on the QEMU host's node.
       expect(session.status!.vm).toBe(warm.metadata.name);
       expect(session.status!.node).toBe('qemu-0');

@@ -7,8 +7,13 @@
 set -eu
 here=$(cd "$(dirname "$0")" && pwd)
 cache=${CODEBROWSE_CACHE:-${HOME:-/root}/.cache/codebrowse}
-key=$(cat "$here/image.sh" "$here/build-image.sh" "$here/build-rootfs.sh" "$here/packages-image.txt" \
-  "$here/install-agent.sh" "$here/codebrowse-agent.service" "$here"/../agent/*.sh | sha256sum | cut -c1-16)
+# The guest agent, compiled (cached by a hash of its sources, which its directory's name carries).
+agent=$(sh "$here/../agent/build.sh" | tail -n 1)
+key=$({
+  cat "$here/image.sh" "$here/build-image.sh" "$here/build-rootfs.sh" "$here/packages-image.txt" \
+    "$here/install-agent.sh" "$here/codebrowse-agent.service"
+  basename "$agent"
+} | sha256sum | cut -c1-16)
 out="$cache/image-linux-$key"
 if [ -f "$out.ok" ]; then
   printf '%s\n' "$out"
@@ -20,7 +25,7 @@ flock 9
 if [ ! -f "$out.ok" ]; then
   start=$(date +%s)
   rm -rf "$out"
-  sh "$here/build-image.sh" "$out" >&2
+  CODEBROWSE_AGENT_BIN="$agent/codebrowse-agent-linux-amd64" sh "$here/build-image.sh" "$out" >&2
   # the raw disk is only the step to the qcow2 (the VM host and KubeVirt's containerDisk use it)
   if [ -f "$out/disk.qcow2" ]; then rm -f "$out/disk.img"; fi
   touch "$out.ok"

@@ -11,8 +11,9 @@ lib="$root/usr/local/lib/codebrowse-agent"
 
 mkdir -p "$lib" "$root/etc/codebrowse"
 chmod 0700 "$root/etc/codebrowse"
-cp "$here/../agent/codebrowse-agent.sh" "$here/../agent/install-rules.sh" "$here/../agent/json.sh" "$lib/"
-chmod 0755 "$lib/codebrowse-agent.sh"
+# The compiled agent (vm-images/agent/build.sh), for the image's architecture.
+bin=${CODEBROWSE_AGENT_BIN:-$(sh "$here/../agent/build.sh" | tail -n 1)/codebrowse-agent-linux-amd64}
+install -m 0755 "$bin" "$lib/codebrowse-agent"
 cp "$here/codebrowse-agent.service" "$root/etc/systemd/system/codebrowse-agent.service"
 
 cat >"$root/etc/systemd/network/80-codebrowse-dhcp.network" <<'NET'
@@ -36,11 +37,8 @@ chroot "$root" systemctl enable codebrowse-agent.service systemd-networkd.servic
   systemd-networkd-wait-online.service systemd-resolved.service serial-getty@ttyS0.service >/dev/null 2>&1
 chroot "$root" systemctl disable ssh.service >/dev/null 2>&1 || :
 
-# The system user the agent unpacks archives as (it would make it at the first claim otherwise).
-chroot "$root" useradd --system --no-create-home --home-dir /nonexistent --shell /usr/sbin/nologin \
-  --comment "codebrowse archive unpacker" codebrowse-unpack
-
-# Per-VM identity is made at first boot (machine-id) or by the agent at the claim (host keys).
+# Per-VM identity is made at first boot (machine-id) or by the agent when it gets its settings,
+# before it is claimed (host keys).
 : >"$root/etc/machine-id"
 rm -f "$root/var/lib/dbus/machine-id" "$root"/etc/ssh/ssh_host_*
 rm -rf "$root/var/lib/codebrowse-agent" "$root/var/log/codebrowse-agent.log"

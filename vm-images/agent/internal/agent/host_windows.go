@@ -1,0 +1,159 @@
+//go:build windows
+
+package agent
+
+import (
+	"bytes"
+	"context"
+	"errors"
+	"net"
+	"os"
+	"os/exec"
+	"strconv"
+	"strings"
+	"sync/atomic"
+	"time"
+	"unsafe"
+
+	"golang.org/x/sys/windows"
+)
+
+// WindowsHost is the machine the agent runs on. Only plain processes and long-standing kernel32
+// calls are used (the agent is tested under Wine, which lacks much of the rest).
+type WindowsHost struct{}
+
+var (
+	kernel32            = windows.NewLazySystemDLL("kernel32.dll")
+	procSetComputerName = kernel32.NewProc("SetComputerNameExW")
+	procSetSystemTime   = kernel32.NewProc("SetSystemTime")
+)
+
+func env(base []string, add []string) []string {
+	out := make([]string, 0, len(base)+len(add))
+	keys := map[string]bool{}
+	for _, kv := range add {
+		k, _, _ := strings.Cut(kv, "=")
+		keys[strings.ToUpper(k)] = true
+	}
+	for _, kv := range base {
+		if k, _, _ := strings.Cut(kv, "="); !keys[strings.ToUpper(k)] {
+			out = append(out, kv)
+		}
+	}
+	return append(out, add...)
+}
+
+// Run runs a command; the timeout ends its whole tree (taskkill /T /F) and returns timedOut.
+func (WindowsHost) Run(ctx context.Context, c Command) (int, error) {
+	cmd := exec.Command(c.Name, c.Args...)
+	cmd.Dir = c.Dir
+	cmd.Env = env(os.Environ(), c.Env)
+	if c.Stdin != nil {
+		cmd.Stdin = bytes.NewReader(c.Stdin)
+	}
+	if c.Output != nil {
+		cmd.Stdout, cmd.Stderr = c.Output, c.Output
+		cmd.WaitDelay = 5 * time.Second
+	}
+	if err := cmd.Start(); err != nil {
+		return -1, err
+	}
+	done := make(chan struct{})
+	var stopped atomic.Bool
+	kill := func() {
+		_ = exec.Command("taskkill", "/T", "/F", "/PID", strconv.Itoa(cmd.Process.Pid)).Run()
+		_ = cmd.Process.Kill()
+	}
+	go func() {
+		var timeout <-chan time.Time
+		if c.Timeout > 0 {
+			timeout = time.After(c.Timeout)
+		}
+		select {
+		case <-done:
+		case <-timeout:
+			stopped.Store(true)
+			kill()
+		case <-ctx.Done():
+			kill()
+		}
+	}()
+	err := cmd.Wait()
+	close(done)
+	if stopped.Load() {
+		return timedOut, nil
+	}
+	if cmd.ProcessState == nil {
+		return -1, err
+	}
+	return cmd.ProcessState.ExitCode(), nil
+}
+
+func (WindowsHost) Has(program string) bool {
+	_, err := exec.LookPath(program)
+	return err == nil
+}
+
+func (WindowsHost) Hostname() string {
+	name, _ := os.Hostname()
+	return name
+}
+
+// SetHostname renames the computer (effective at the next restart, as Rename-Computer).
+func (WindowsHost) SetHostname(name string) error {
+	p, err := windows.UTF16PtrFromString(name)
+	if err != nil {
+		return err
+	}
+	if err := procSetComputerName.Find(); err != nil {
+		return err
+	}
+	r, _, e := procSetComputerName.Call(uintptr(windows.ComputerNamePhysicalDnsHostname), uintptr(unsafe.Pointer(p)))
+	if r == 0 {
+		return e
+	}
+	return nil
+}
+
+func (WindowsHost) SetClock(t time.Time) error {
+	u := t.UTC()
+	st := windows.Systemtime{
+		Year: uint16(u.Year()), Month: uint16(u.Month()), DayOfWeek: uint16(u.Weekday()), Day: uint16(u.Day()),
+		Hour: uint16(u.Hour()), Minute: uint16(u.Minute()), Second: uint16(u.Second()), Milliseconds: uint16(u.Nanosecond() / 1e6),
+	}
+	if err := procSetSystemTime.Find(); err != nil {
+		return err
+	}
+	r, _, e := procSetSystemTime.Call(uintptr(unsafe.Pointer(&st)))
+	if r == 0 {
+		return e
+	}
+	return nil
+}
+
+// Windows files are the profile owner's by where they are (ACLs inherited): nothing to give.
+func (WindowsHost) Chown(string, int, int) error     { return nil }
+func (WindowsHost) ChownTree(string, int, int) error { return nil }
+
+func (WindowsHost) Addresses(iface string) ([]net.IP, error) {
+	i, err := net.InterfaceByName(iface)
+	if err != nil {
+		return nil, err
+	}
+	addrs, err := i.Addrs()
+	if err != nil {
+		return nil, err
+	}
+	var out []net.IP
+	for _, a := range addrs {
+		if n, ok := a.(*net.IPNet); ok {
+			out = append(out, n.IP)
+		}
+	}
+	return out, nil
+}
+
+var errNoMount = errors.New("Windows mounts volumes itself")
+
+func (WindowsHost) Mount(string, string) error { return errNoMount }
+func (WindowsHost) Unmount(string) error       { return errNoMount }
