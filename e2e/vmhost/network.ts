@@ -88,6 +88,7 @@ export class HostNetwork {
   readonly nodeAddress: string;
   readonly prefix: number;
   private readonly first: number;
+  private lastGiven: number;
   private readonly last: number;
   private readonly dir: string;
   private readonly options: NetworkOptions;
@@ -109,6 +110,7 @@ export class HostNetwork {
     this.nodeAddress = fromInt(base + 1);
     this.prefix = prefix;
     this.first = base + 2;
+    this.lastGiven = this.first - 1;
     this.last = base + 2 ** (32 - prefix) - 2;
   }
 
@@ -169,15 +171,23 @@ export class HostNetwork {
     ip('-n', cluster.netns, 'route', 'replace', this.options.podCidr, 'dev', outside);
   }
 
-  /** The next free pod IP for `owner` (the same again for the same owner). */
+  /**
+   * The next free pod IP for `owner` (the same again for the same owner), round robin from the last
+   * one given, as the CNI host-local IPAM allocates (containernetworking/plugins,
+   * plugins/ipam/host-local/backend/allocator: it starts after its last reserved IP), so an address
+   * a pod just gave back is not the next pod's.
+   */
   allocate(owner: string): string {
     const known = this.leases.get(owner);
     if (known) return known;
     const taken = new Set(this.leases.values());
-    for (let n = this.first; n <= this.last; n++) {
+    const size = this.last - this.first + 1;
+    for (let i = 1; i <= size; i++) {
+      const n = this.first + ((this.lastGiven - this.first + i) % size);
       const address = fromInt(n);
       if (!taken.has(address)) {
         this.leases.set(owner, address);
+        this.lastGiven = n;
         return address;
       }
     }
@@ -205,11 +215,35 @@ export class HostNetwork {
 
   /** The VM with `mac` gets `address` by DHCP. */
   setDhcpHost(mac: string, address: string | undefined): void {
-    if (address) this.dhcpHosts.set(mac.toLowerCase(), address);
-    else this.dhcpHosts.delete(mac.toLowerCase());
+    const key = mac.toLowerCase();
+    const before = this.dhcpHosts.get(key);
+    if (address) this.dhcpHosts.set(key, address);
+    else this.dhcpHosts.delete(key);
+    // The VM is gone: so is its lease. KubeVirt's DHCP server lives in each VM's virt-launcher and
+    // dies with it; this host's one dnsmasq would otherwise keep the lease for its hour and refuse
+    // the address to the next VM given it ("not using configured address ... because it is leased
+    // to ..."), which then boots without a network.
+    if (before && before !== address) this.releaseLease(before, key);
     writeFileSync(join(this.dir, 'dhcp-hosts'), [...this.dhcpHosts].map(([m, a]) => `${m},${a}`).join('\n') + '\n');
     // dnsmasq reads --dhcp-hostsfile again on SIGHUP.
     this.dnsmasq?.kill('SIGHUP');
+  }
+
+  /** Ends dnsmasq's lease of `address` to `mac` (dhcp_release; networkd's client id is 01:<mac>). */
+  private releaseLease(address: string, mac: string): void {
+    for (const clientId of [`01:${mac}`, undefined]) {
+      try {
+        execFileSync(
+          'ip',
+          ['netns', 'exec', this.netns, 'dhcp_release', this.bridge, address, mac, ...(clientId ? [clientId] : [])],
+          {
+            stdio: 'ignore',
+          },
+        );
+      } catch {
+        // dnsmasq gone (the host stops), or no such lease
+      }
+    }
   }
 
   /** A tap device for one VM NIC, on the pod network's bridge or on a LAN bridge (QEMU opens it by name). */
