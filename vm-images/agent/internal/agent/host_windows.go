@@ -6,12 +6,14 @@ import (
 	"bytes"
 	"context"
 	"errors"
+	"fmt"
 	"net"
 	"os"
 	"os/exec"
 	"strconv"
 	"strings"
 	"sync/atomic"
+	"syscall"
 	"time"
 	"unsafe"
 
@@ -43,7 +45,12 @@ func env(base []string, add []string) []string {
 	return append(out, add...)
 }
 
-// Run runs a command; the timeout ends its whole tree (taskkill /T /F) and returns timedOut.
+// Run runs a command; the timeout (or the agent's end) ends its whole tree and returns timedOut.
+// The command starts suspended and joins a job object of its own before it runs a single
+// instruction, so every process it starts is in the job too, even one whose parent has exited
+// already: TerminateJobObject ends them all. taskkill /T (by parent process ids) would miss such
+// orphans, and Wine's taskkill has no /T at all; it is only the fallback when the job could not
+// be made. What the command leaves running when it ends by itself is left alone, as on Linux.
 func (WindowsHost) Run(ctx context.Context, c Command) (int, error) {
 	cmd := exec.Command(c.Name, c.Args...)
 	cmd.Dir = c.Dir
@@ -55,13 +62,25 @@ func (WindowsHost) Run(ctx context.Context, c Command) (int, error) {
 		cmd.Stdout, cmd.Stderr = c.Output, c.Output
 		cmd.WaitDelay = 5 * time.Second
 	}
+	cmd.SysProcAttr = &syscall.SysProcAttr{CreationFlags: windows.CREATE_SUSPENDED}
 	if err := cmd.Start(); err != nil {
 		return -1, err
+	}
+	job := joinJob(cmd.Process.Pid)
+	if job != 0 {
+		defer windows.CloseHandle(job)
+	}
+	if err := resume(cmd.Process.Pid); err != nil {
+		_ = cmd.Process.Kill()
+		_ = cmd.Wait()
+		return -1, fmt.Errorf("resuming %s: %w", c.Name, err)
 	}
 	done := make(chan struct{})
 	var stopped atomic.Bool
 	kill := func() {
-		_ = exec.Command("taskkill", "/T", "/F", "/PID", strconv.Itoa(cmd.Process.Pid)).Run()
+		if job == 0 || windows.TerminateJobObject(job, 1) != nil {
+			_ = exec.Command("taskkill", "/T", "/F", "/PID", strconv.Itoa(cmd.Process.Pid)).Run()
+		}
 		_ = cmd.Process.Kill()
 	}
 	go func() {
@@ -87,6 +106,55 @@ func (WindowsHost) Run(ctx context.Context, c Command) (int, error) {
 		return -1, err
 	}
 	return cmd.ProcessState.ExitCode(), nil
+}
+
+// joinJob puts the (suspended) process pid into a new job object: the job, or 0 when that failed.
+func joinJob(pid int) windows.Handle {
+	job, err := windows.CreateJobObject(nil, nil)
+	if err != nil {
+		return 0
+	}
+	p, err := windows.OpenProcess(windows.PROCESS_SET_QUOTA|windows.PROCESS_TERMINATE, false, uint32(pid))
+	if err == nil {
+		err = windows.AssignProcessToJobObject(job, p)
+		windows.CloseHandle(p)
+	}
+	if err != nil {
+		windows.CloseHandle(job)
+		return 0
+	}
+	return job
+}
+
+// resume starts the threads of a process made with CREATE_SUSPENDED (its one thread; os/exec
+// does not keep the thread's handle, so it is found by a snapshot of the system's threads).
+func resume(pid int) error {
+	snap, err := windows.CreateToolhelp32Snapshot(windows.TH32CS_SNAPTHREAD, 0)
+	if err != nil {
+		return err
+	}
+	defer windows.CloseHandle(snap)
+	entry := windows.ThreadEntry32{Size: uint32(unsafe.Sizeof(windows.ThreadEntry32{}))}
+	resumed := 0
+	for err = windows.Thread32First(snap, &entry); err == nil; err = windows.Thread32Next(snap, &entry) {
+		if entry.OwnerProcessID != uint32(pid) {
+			continue
+		}
+		t, err := windows.OpenThread(windows.THREAD_SUSPEND_RESUME, false, entry.ThreadID)
+		if err != nil {
+			return err
+		}
+		_, err = windows.ResumeThread(t)
+		windows.CloseHandle(t)
+		if err != nil {
+			return err
+		}
+		resumed++
+	}
+	if resumed == 0 {
+		return errors.New("no thread of the process found")
+	}
+	return nil
 }
 
 func (WindowsHost) Has(program string) bool {

@@ -67,7 +67,7 @@ func (a *Agent) install(ctx context.Context, pr *pkgRun, file, name, work string
 		msiLog := pr.logPath + ".msi"
 		status := a.runLogged(ctx, pr, nil, "", "", "msiexec.exe", "/i", file, "/qn", "/norestart", "/l*v", msiLog)
 		if data, err := os.ReadFile(msiLog); err == nil {
-			appendFile(pr.logPath, lastLines(decodeMSILog(data), 40))
+			appendFile(pr.logPath, msiLogTail(data, 40))
 			_ = os.Remove(msiLog)
 		}
 		pr.setExit(status)
@@ -110,26 +110,6 @@ func silentFlags(file string) []string {
 		return []string{"/s", `/v"/qn REBOOT=ReallySuppress"`}
 	}
 	return []string{"/S"}
-}
-
-// decodeMSILog: msiexec writes its log in UTF-16.
-func decodeMSILog(data []byte) string {
-	if len(data) >= 2 && data[0] == 0xFF && data[1] == 0xFE {
-		var b strings.Builder
-		for i := 2; i+1 < len(data); i += 2 {
-			b.WriteRune(rune(uint16(data[i]) | uint16(data[i+1])<<8))
-		}
-		return b.String()
-	}
-	return string(data)
-}
-
-func lastLines(text string, n int) string {
-	lines := strings.Split(strings.TrimRight(text, "\r\n"), "\n")
-	if len(lines) > n {
-		lines = lines[len(lines)-n:]
-	}
-	return strings.Join(lines, "\n") + "\n"
 }
 
 func (a *Agent) installZip(ctx context.Context, pr *pkgRun, file, name, work string) {

@@ -250,6 +250,20 @@ func (a *Agent) setAddress(ctx context.Context) bool {
 	return true
 }
 
+// localUser says whether Windows has a local account name.
+func localUser(name string) bool {
+	p, err := windows.UTF16PtrFromString(name)
+	if err != nil {
+		return false
+	}
+	var info *byte
+	if windows.NetUserGetInfo(nil, p, 0, &info) != nil {
+		return false
+	}
+	_ = windows.NetApiBufferFree(info)
+	return true
+}
+
 func containsIP(addrs []net.IP, ip net.IP) bool {
 	for _, a := range addrs {
 		if a.Equal(ip) {
@@ -263,7 +277,9 @@ var windowsUser = regexp.MustCompile(`^[a-z_][a-z0-9_-]{0,19}$`)
 
 // createUser: a local user in Administrators and Remote Desktop Users, with the manifest's
 // password (or, for a key-only user, a long random one nobody knows), the ssh keys in
-// administrators_authorized_keys when OpenSSH Server is installed.
+// administrators_authorized_keys when OpenSSH Server is installed. Whether the account exists is
+// asked of Windows (NetUserGetInfo), before and after net makes it, never taken from net's exit
+// status alone: Wine's net has no "user" command, prints its usage and exits 0.
 func (a *Agent) createUser(ctx context.Context) bool {
 	start := time.Now()
 	name := a.m.String("user")
@@ -273,9 +289,14 @@ func (a *Agent) createUser(ctx context.Context) bool {
 	}
 	home := filepath.Join(os.Getenv("SystemDrive")+`\`, "Users", name)
 	account := &Account{Name: name, Home: home}
+	if a.S.SkipAccount {
+		a.user = account
+		a.step("user", start, "%s not made: CODEBROWSE_SKIP_ACCOUNT=1 (a test switch); its packages go to %s", name, home)
+		return true
+	}
 	marker := a.state("user-" + name + ".done")
-	known, _ := a.run(ctx, "net", "user", name)
-	if exists(marker) && known == 0 && exists(a.session("login.done")) {
+	known := localUser(name)
+	if exists(marker) && known && exists(a.session("login.done")) {
 		a.user = account
 		a.step("user", start, "%s (made before)", name)
 		return true
@@ -287,15 +308,22 @@ func (a *Agent) createUser(ctx context.Context) bool {
 		password = base64.StdEncoding.EncodeToString(random) + "aA1!"
 	}
 	var how string
-	if known == 0 {
-		if status, out := a.run(ctx, "net", "user", name, password); status != 0 {
+	if known {
+		// /y: net asks before it sets a password over 14 characters (for Windows before 2000).
+		if status, out := a.run(ctx, "net", "user", name, password, "/y"); status != 0 {
 			a.step("user", start, "setting the password of %s failed: %s", name, strings.TrimSpace(out))
 			return false
 		}
 		how = "exists already, password set"
 	} else {
-		if status, out := a.run(ctx, "net", "user", name, password, "/add", "/fullname:codebrowse session user", "/passwordchg:no", "/y"); status != 0 {
+		status, out := a.run(ctx, "net", "user", name, password, "/add", "/fullname:codebrowse session user", "/passwordchg:no", "/y")
+		if status != 0 {
 			a.step("user", start, "creating %s failed: %s", name, strings.TrimSpace(out))
+			return false
+		}
+		if !localUser(name) {
+			said, _, _ := strings.Cut(strings.TrimSpace(out), "\n")
+			a.step("user", start, "creating %s failed: net exited 0 but Windows knows no such account (net said: %s)", name, strings.TrimSpace(said))
 			return false
 		}
 		how = "created"

@@ -35,6 +35,10 @@ type Settings struct {
 	InstallTimeout time.Duration // CODEBROWSE_INSTALL_TIMEOUT (3600 s)
 	RunOutputMax   int64         // CODEBROWSE_RUN_OUTPUT_MAX (921600)
 	UnpackUser     string        // CODEBROWSE_UNPACK_USER (codebrowse-unpack)
+
+	// SkipAccount (CODEBROWSE_SKIP_ACCOUNT=1, Windows only) is a test switch: the session user's
+	// account is not made (Wine has no local accounts), only its profile directory is used.
+	SkipAccount bool
 }
 
 // Defaults are the paths of the platform (set in defaults_*.go).
@@ -67,6 +71,7 @@ func FromEnv(getenv func(string) string, d Defaults) Settings {
 		InstallTimeout:    seconds(getenv("CODEBROWSE_INSTALL_TIMEOUT"), time.Hour),
 		RunOutputMax:      number(getenv("CODEBROWSE_RUN_OUTPUT_MAX"), 921600),
 		UnpackUser:        or("CODEBROWSE_UNPACK_USER", "codebrowse-unpack"),
+		SkipAccount:       getenv("CODEBROWSE_SKIP_ACCOUNT") == "1",
 	}
 	s.Log = or("CODEBROWSE_LOG", d.Log)
 	if s.Log == "" {

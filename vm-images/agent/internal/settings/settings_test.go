@@ -42,18 +42,18 @@ func TestDefaultsAndTunables(t *testing.T) {
 	s := FromEnv(getenv(nil), defaults)
 	if s.Config != defaults.Config || s.StateDir != defaults.StateDir || s.Log != defaults.Log || s.PollEvery != time.Second ||
 		s.MaxPolls != 0 || !s.SetClock || s.ArchiveMaxEntries != 10000 || s.ArchiveMaxBytes != 1<<30 || s.ArchiveMaxRatio != 100 ||
-		s.InstallTimeout != time.Hour || s.RunOutputMax != 921600 || s.UnpackUser != "codebrowse-unpack" {
+		s.InstallTimeout != time.Hour || s.RunOutputMax != 921600 || s.UnpackUser != "codebrowse-unpack" || s.SkipAccount {
 		t.Fatalf("%+v", s)
 	}
 	s = FromEnv(getenv(map[string]string{
 		"CODEBROWSE_CONFIG": "/c", "CODEBROWSE_STATE_DIR": "/s", "CODEBROWSE_LOG": "/l", "CODEBROWSE_POLL_SECONDS": "0.25",
 		"CODEBROWSE_MAX_POLLS": "600", "CODEBROWSE_SET_CLOCK": "0", "CODEBROWSE_ARCHIVE_MAX_ENTRIES": "5",
 		"CODEBROWSE_ARCHIVE_MAX_BYTES": "100", "CODEBROWSE_ARCHIVE_MAX_RATIO": "3", "CODEBROWSE_INSTALL_TIMEOUT": "7",
-		"CODEBROWSE_RUN_OUTPUT_MAX": "99", "CODEBROWSE_UNPACK_USER": "u",
+		"CODEBROWSE_RUN_OUTPUT_MAX": "99", "CODEBROWSE_UNPACK_USER": "u", "CODEBROWSE_SKIP_ACCOUNT": "1",
 	}), defaults)
 	if s.Config != "/c" || s.StateDir != "/s" || s.Log != "/l" || s.PollEvery != 250*time.Millisecond || s.MaxPolls != 600 ||
 		s.SetClock || s.ArchiveMaxEntries != 5 || s.ArchiveMaxBytes != 100 || s.ArchiveMaxRatio != 3 ||
-		s.InstallTimeout != 7*time.Second || s.RunOutputMax != 99 || s.UnpackUser != "u" {
+		s.InstallTimeout != 7*time.Second || s.RunOutputMax != 99 || s.UnpackUser != "u" || !s.SkipAccount {
 		t.Fatalf("%+v", s)
 	}
 	w := FromEnv(getenv(map[string]string{"CODEBROWSE_STATE_DIR": "/state"}), Defaults{Config: "/c"})
