@@ -16,7 +16,7 @@ export NPM_CONFIG_UPDATE_NOTIFIER := false
 
 # Debian packages the tests need (installed only where missing; CI machines start without them).
 APT_PACKAGES := openssl vsftpd debootstrap shellcheck bzip2 xz-utils curl unzip bind9 bind9-dnsutils iproute2 chromium xvfb x11vnc tmux \
-  qemu-system-x86 qemu-utils dnsmasq-base dosfstools mtools openssh-client socat iputils-ping
+  qemu-system-x86 qemu-utils dnsmasq-base dnsmasq-utils dosfstools mtools openssh-client socat iputils-ping wine64 wixl nsis
 
 RESULTS := .cache/test-results/jest.json
 RESULTS_VM := .cache/test-results/jest-vm.json
@@ -135,7 +135,11 @@ image-linux: deps ## build (or reuse, cached by a hash of its recipe) the Linux 
 	@sh vm-images/linux/image.sh
 
 .PHONY: bench-vm
-bench-vm: deps image-linux ## QEMU figures: cold boot to agent-ready, unpause of a warm VM, memory-snapshot restore
+bench-vm: deps k8s-bin tools-bin image-linux ## QEMU sessions: apply → Ready warm and cold (p50/p95 of BENCH_RUNS, 5), → first ssh command, the agent's steps
+	$(NODE) bench/vm/session-bench.ts
+
+.PHONY: bench-vm-boot
+bench-vm-boot: deps image-linux ## QEMU figures through KubeVirt: cold boot to agent-ready, pause and unpause of a VM
 	$(NODE) bench/vm/qemu-vm.ts
 
 .PHONY: image-linux-recipe
