@@ -9,7 +9,7 @@
 //   - the agent's own steps (its done message: each step's ms), and the package's own build.
 // KubeVirt has no memory-snapshot restore (a VM's memory state is not part of a
 // VirtualMachineSnapshot), so there is no such figure: a paused warm VM is KubeVirt's way.
-// Run: make bench-vm   (BENCH_RUNS, default 5; BENCH_KEEP=1 keeps the dev dir)
+// Run: make bench-vm   (BENCH_RUNS, default 5; BENCH_KINDS=warm,cold; BENCH_KEEP=1 keeps the dev dir)
 import { execFile, execFileSync } from 'node:child_process';
 import { randomBytes } from 'node:crypto';
 import { chmod, mkdtemp, rm, writeFile } from 'node:fs/promises';
@@ -70,6 +70,8 @@ interface Figures {
   ready: number;
   ssh: number;
   steps: Map<string, number>;
+  /** Seconds from apply to when each phase and each True condition was first seen. */
+  timeline: Map<string, number>;
 }
 
 const quantile = (xs: number[], q: number) => [...xs].sort((a, b) => a - b)[Math.ceil(q * xs.length) - 1]!;
@@ -161,10 +163,16 @@ async function oneSession(name: string, kind: 'warm' | 'cold'): Promise<Figures>
       ],
     },
   });
+  const timeline = new Map<string, number>();
+  const seen = (what: string) => {
+    if (!timeline.has(what)) timeline.set(what, (Date.now() - applied) / 1000);
+  };
   const session = await eventually(
     `${name} Ready`,
     async () => {
       const s = await client.get<BrowseSession>(Resources.BrowseSession, name, 'default');
+      if (s?.status?.phase) seen(`phase ${s.status.phase}`);
+      for (const c of (s?.status?.conditions as Condition[] | undefined) ?? []) if (c.status === 'True') seen(c.type);
       if (s?.status?.phase === 'Failed') throw new Error(`${name} failed: ${JSON.stringify(s.status?.conditions)}`);
       const installed = (s?.status?.conditions as Condition[] | undefined)?.find((c) => c.type === 'Installed');
       return s?.status?.phase === 'Ready' && installed?.status === 'True' ? s : undefined;
@@ -187,16 +195,19 @@ async function oneSession(name: string, kind: 'warm' | 'cold'): Promise<Figures>
     5 * MINUTE,
     1000,
   );
-  return { ready: (readyAt - applied) / 1000, ssh: (sshAt - readyAt) / 1000, steps: stepsOf(message) };
+  return { ready: (readyAt - applied) / 1000, ssh: (sshAt - readyAt) / 1000, steps: stepsOf(message), timeline };
 }
 
 const commit = execFileSync('git', ['rev-parse', '--short', 'HEAD'], { cwd: REPO_ROOT, encoding: 'utf8' }).trim();
 const results: Record<'warm' | 'cold', Figures[]> = { warm: [], cold: [] };
 try {
   // Warm first (the dev pool keeps one warm VM under QEMU), then cold (no warm VM).
-  for (let i = 0; i < RUNS; i++) results.warm.push(await oneSession(`warm${i}`, 'warm'));
-  await setWarm(0);
-  for (let i = 0; i < RUNS; i++) results.cold.push(await oneSession(`cold${i}`, 'cold'));
+  const kinds = (process.env['BENCH_KINDS'] ?? 'warm,cold').split(',');
+  if (kinds.includes('warm')) for (let i = 0; i < RUNS; i++) results.warm.push(await oneSession(`warm${i}`, 'warm'));
+  if (kinds.includes('cold')) {
+    await setWarm(0);
+    for (let i = 0; i < RUNS; i++) results.cold.push(await oneSession(`cold${i}`, 'cold'));
+  }
 } finally {
   console.log(
     `\nsession bench on ${commit}: QEMU (software emulation), 1 vCPU, 1 GiB; a 10 MB tarball with configure + a .deb`,
@@ -211,6 +222,11 @@ try {
         2,
       )}`,
     );
+    const seen = [...new Set(runs.flatMap((r) => [...r.timeline.keys()]))];
+    for (const what of seen) {
+      const at = runs.map((r) => r.timeline.get(what)).filter((v): v is number => v !== undefined);
+      console.log(`${kind}:   apply → ${what.padEnd(22)} ${fmt(at)}`);
+    }
     const names = [...new Set(runs.flatMap((r) => [...r.steps.keys()]))];
     for (const step of names) {
       const ms = runs.map((r) => r.steps.get(step)).filter((v): v is number => v !== undefined);

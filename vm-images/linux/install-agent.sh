@@ -28,6 +28,17 @@ DHCP=yes
 ClientIdentifier=mac
 NET
 
+# Online as soon as one link is (the pod network's, by DHCP). By default wait-online waits for
+# every managed link, and the pool network's NIC gets no DHCP answer (the agent sets its address):
+# the agent, ordered after network-online.target, started only at wait-online's 2-minute timeout —
+# after a warm VM was paused, so every warm claim waited for it.
+mkdir -p "$root/etc/systemd/system/systemd-networkd-wait-online.service.d"
+cat >"$root/etc/systemd/system/systemd-networkd-wait-online.service.d/codebrowse-any.conf" <<'WAIT'
+[Service]
+ExecStart=
+ExecStart=/lib/systemd/systemd-networkd-wait-online --any
+WAIT
+
 printf '/dev/vda\t/\text4\trw,relatime\t0\t1\n' >"$root/etc/fstab"
 ln -sf /run/systemd/resolve/stub-resolv.conf "$root/etc/resolv.conf"
 printf 'codebrowse\n' >"$root/etc/hostname"
