@@ -39,6 +39,15 @@ ExecStart=
 ExecStart=/lib/systemd/systemd-networkd-wait-online --any
 WAIT
 
+# KubeVirt's guest agent after codebrowse's: KubeVirt reports AgentConnected when qemu-guest-agent
+# answers, and the warm pool pauses a VM then; so it is paused with the agent's pre-claim work done
+# (host keys, sshd running), not in the middle of it, which the claim would then wait for.
+mkdir -p "$root/etc/systemd/system/qemu-guest-agent.service.d"
+cat >"$root/etc/systemd/system/qemu-guest-agent.service.d/codebrowse-after-agent.conf" <<'QGA'
+[Unit]
+After=codebrowse-agent.service
+QGA
+
 printf '/dev/vda\t/\text4\trw,relatime\t0\t1\n' >"$root/etc/fstab"
 ln -sf /run/systemd/resolve/stub-resolv.conf "$root/etc/resolv.conf"
 printf 'codebrowse\n' >"$root/etc/hostname"

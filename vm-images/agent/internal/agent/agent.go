@@ -11,6 +11,7 @@ import (
 	"context"
 	"fmt"
 	"io"
+	"net"
 	"os"
 	"path/filepath"
 	"strconv"
@@ -47,6 +48,8 @@ type Agent struct {
 	user    *Account
 	runMode bool
 	date    string // the manifest response's Date header
+	// sshEarly: how the ssh service was started before the claim (Linux; "" when it was not).
+	sshEarly string
 }
 
 // path is a system path as the agent reads and writes it (under Root in the agent's tests).
@@ -194,6 +197,10 @@ func (a *Agent) Run(ctx context.Context) int {
 		return 1
 	}
 	a.beforeClaim(ctx)
+	// Ready for a claim: systemd may start what is ordered after the agent (the image starts
+	// qemu-guest-agent after it, and the warm pool pauses a VM once KubeVirt reports that agent
+	// connected, so a warm VM is paused with this work done, not in the middle of it).
+	notifyReady()
 	a.client = portalClient(a.S.Portal, a)
 	a.log("portal %s; waiting for the manifest", a.S.Portal)
 	m, body, date, ok := a.waitForManifest(ctx)
@@ -411,4 +418,22 @@ func portalClient(base string, a *Agent) *portal.Client {
 		c.Sleep = a.Sleep
 	}
 	return c
+}
+
+// notifyReady tells systemd the service is ready (sd_notify READY=1 to $NOTIFY_SOCKET, as a
+// Type=notify unit expects); nothing without a NOTIFY_SOCKET (a chroot, a test, Windows).
+func notifyReady() {
+	socket := os.Getenv("NOTIFY_SOCKET")
+	if socket == "" {
+		return
+	}
+	if strings.HasPrefix(socket, "@") {
+		socket = "\x00" + socket[1:] // an abstract socket
+	}
+	conn, err := net.DialUnix("unixgram", nil, &net.UnixAddr{Name: socket, Net: "unixgram"})
+	if err != nil {
+		return
+	}
+	defer conn.Close()
+	_, _ = conn.Write([]byte("READY=1"))
 }
