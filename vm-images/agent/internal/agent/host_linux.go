@@ -174,24 +174,6 @@ func chownAt(fd, uid, gid int) error {
 	return first
 }
 
-func (LinuxHost) Addresses(iface string) ([]net.IP, error) {
-	i, err := net.InterfaceByName(iface)
-	if err != nil {
-		return nil, err
-	}
-	addrs, err := i.Addrs()
-	if err != nil {
-		return nil, err
-	}
-	var out []net.IP
-	for _, a := range addrs {
-		if n, ok := a.(*net.IPNet); ok {
-			out = append(out, n.IP)
-		}
-	}
-	return out, nil
-}
-
 // Mount mounts a NoCloud disk read-only: ISO 9660 (KubeVirt's) or FAT, else as mount(8) finds.
 func (h LinuxHost) Mount(device, dir string) error {
 	for _, fs := range []string{"iso9660", "vfat"} {
@@ -207,3 +189,5 @@ func (h LinuxHost) Mount(device, dir string) error {
 }
 
 func (LinuxHost) Unmount(dir string) error { return syscall.Unmount(dir, 0) }
+
+func (LinuxHost) Addresses(iface string) ([]net.IP, error) { return interfaceAddresses(iface) }

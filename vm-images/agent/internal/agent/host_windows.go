@@ -203,25 +203,9 @@ func (WindowsHost) SetClock(t time.Time) error {
 func (WindowsHost) Chown(string, int, int) error     { return nil }
 func (WindowsHost) ChownTree(string, int, int) error { return nil }
 
-func (WindowsHost) Addresses(iface string) ([]net.IP, error) {
-	i, err := net.InterfaceByName(iface)
-	if err != nil {
-		return nil, err
-	}
-	addrs, err := i.Addrs()
-	if err != nil {
-		return nil, err
-	}
-	var out []net.IP
-	for _, a := range addrs {
-		if n, ok := a.(*net.IPNet); ok {
-			out = append(out, n.IP)
-		}
-	}
-	return out, nil
-}
-
 var errNoMount = errors.New("Windows mounts volumes itself")
 
 func (WindowsHost) Mount(string, string) error { return errNoMount }
 func (WindowsHost) Unmount(string) error       { return errNoMount }
+
+func (WindowsHost) Addresses(iface string) ([]net.IP, error) { return interfaceAddresses(iface) }

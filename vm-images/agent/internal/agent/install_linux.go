@@ -161,32 +161,6 @@ func (a *Agent) installArchive(ctx context.Context, pr *pkgRun, file, name strin
 	}
 }
 
-// refused says why an archive was not unpacked.
-func (a *Agent) refused(pr *pkgRun, err error) {
-	if r, ok := err.(*archive.Refusal); ok {
-		pr.note("%s", r.Error())
-		pr.summary = r.Error()
-		return
-	}
-	pr.note("unpacking failed: %v", err)
-	pr.summary = "unpacking failed: " + err.Error()
-}
-
-// sourceDir is where the build steps run: the unpack dir, or its only entry when that is a
-// directory.
-func sourceDir(dir string) string {
-	entries, err := os.ReadDir(dir)
-	if err == nil && len(entries) == 1 && entries[0].IsDir() && entries[0].Type()&os.ModeSymlink == 0 {
-		return filepath.Join(dir, entries[0].Name())
-	}
-	return dir
-}
-
-func isFile(p string) bool {
-	st, err := os.Stat(p)
-	return err == nil && st.Mode().IsRegular()
-}
-
 // buildUnpacked runs the build conventions in src; pr.step names the step that ran last ("" when
 // there was nothing to build).
 func (a *Agent) buildUnpacked(ctx context.Context, pr *pkgRun, src, work string) int {

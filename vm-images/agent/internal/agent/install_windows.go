@@ -169,29 +169,6 @@ func (a *Agent) installZip(ctx context.Context, pr *pkgRun, file, name, work str
 	pr.installed, pr.summary = true, "unpacked into "+dir+" (nothing to run)"
 }
 
-func (a *Agent) refused(pr *pkgRun, err error) {
-	if r, ok := err.(*archive.Refusal); ok {
-		pr.note("%s", r.Error())
-		pr.summary = r.Error()
-		return
-	}
-	pr.note("unpacking failed: %v", err)
-	pr.summary = "unpacking failed: " + err.Error()
-}
-
-func sourceDir(dir string) string {
-	entries, err := os.ReadDir(dir)
-	if err == nil && len(entries) == 1 && entries[0].IsDir() {
-		return filepath.Join(dir, entries[0].Name())
-	}
-	return dir
-}
-
-func isFile(p string) bool {
-	st, err := os.Stat(p)
-	return err == nil && st.Mode().IsRegular()
-}
-
 // runInstallSteps runs a package's own install steps as PowerShell, in dir, in order.
 func (a *Agent) runInstallSteps(ctx context.Context, pr *pkgRun, dir, work string) int {
 	stepsDir := filepath.Join(work, "steps")

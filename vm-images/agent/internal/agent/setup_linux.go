@@ -9,7 +9,6 @@ import (
 	"encoding/hex"
 	"fmt"
 	"net"
-	"net/http"
 	"os"
 	"path/filepath"
 	"regexp"
@@ -253,27 +252,6 @@ func (a *Agent) lanUnmanaged(ctx context.Context, lanMAC string) {
 	a.writeProc("net.ipv4.conf.all.arp_ignore", "1")
 	a.writeProc("net.ipv4.conf.all.arp_announce", "2")
 	a.run(ctx, nil, "ip", "link", "set", nic, "up")
-}
-
-// setClock: after a memory snapshot is restored the clock is that of the snapshot: take the
-// portal's (the manifest response's Date) when it is more than 5 s off.
-func (a *Agent) setClock() {
-	if !a.S.SetClock || a.date == "" {
-		return
-	}
-	start := time.Now()
-	portal, err := http.ParseTime(a.date)
-	if err != nil {
-		return
-	}
-	skew := portal.Unix() - time.Now().Unix()
-	if skew > 5 || skew < -5 {
-		if a.Host.SetClock(portal) == nil {
-			a.step("clock", start, "set from the portal's Date header (was %d s off)", skew)
-		} else {
-			a.step("clock", start, "%d s off the portal, and setting it failed", skew)
-		}
-	}
 }
 
 var hostnamePattern = regexp.MustCompile(`^[A-Za-z0-9]([A-Za-z0-9-]{0,62})(\.[A-Za-z0-9]([A-Za-z0-9-]{0,62}))*\.?$`)

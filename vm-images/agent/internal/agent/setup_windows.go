@@ -9,7 +9,6 @@ import (
 	"encoding/base64"
 	"fmt"
 	"net"
-	"net/http"
 	"os"
 	"path/filepath"
 	"regexp"
@@ -121,25 +120,6 @@ func (a *Agent) run(ctx context.Context, name string, args ...string) (int, stri
 		return -1, err.Error()
 	}
 	return status, out.String()
-}
-
-func (a *Agent) setClock() {
-	if !a.S.SetClock || a.date == "" {
-		return
-	}
-	start := time.Now()
-	portal, err := http.ParseTime(a.date)
-	if err != nil {
-		return
-	}
-	skew := portal.Unix() - time.Now().Unix()
-	if skew > 5 || skew < -5 {
-		if a.Host.SetClock(portal) == nil {
-			a.step("clock", start, "set from the portal's Date header (was %d s off)", skew)
-		} else {
-			a.step("clock", start, "%d s off the portal, and setting it failed", skew)
-		}
-	}
 }
 
 func (a *Agent) setHostname(ctx context.Context) bool {
