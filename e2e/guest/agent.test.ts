@@ -165,8 +165,11 @@ describe('a session with a .deb, a tarball, a zip and a package with its own ins
     expect(await root.read('/etc/hosts')).toContain('10.0.0.5\talice.sessions.example.org alice');
     // On the pool network's NIC (found by its MAC), with the pool's prefix; replies by its gateway.
     expect(first.stdout).toContain(
-      `address: 10.0.0.5 on lan0 (${GUEST_LAN_MAC}) as /24; replies leave by 10.0.0.1; gratuitous ARP sent; broadcast ping to 10.0.0.255`,
+      `address: 10.0.0.5 on lan0 (${GUEST_LAN_MAC}) as /24; replies leave by 10.0.0.1; announced beside the next steps`,
     );
+    // Announced on the LAN beside the next steps, and before done.
+    const announced = first.stdout.indexOf('announce: gratuitous ARP sent; broadcast ping to 10.0.0.255');
+    expect([announced > 0, announced < first.stdout.indexOf('reported done')]).toEqual([true, true]);
     const routes = first.stderr.slice(first.stderr.indexOf('--- network after the agent ---'));
     expect(routes).toMatch(/lan0\s+inet 10\.0\.0\.5\/24 /);
     expect(routes).not.toMatch(/eth0\s+inet 10\.0\.0\.5/);

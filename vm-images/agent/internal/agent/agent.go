@@ -50,6 +50,19 @@ type Agent struct {
 	date    string // the manifest response's Date header
 	// sshEarly: how the ssh service was started before the claim (Linux; "" when it was not).
 	sshEarly string
+	// announcing: the address's announcement on the LAN, under way (nil when none is).
+	announcing chan string
+}
+
+// waitAnnounced: the address's announcement done, as a step of its own ("announce: ...").
+func (a *Agent) waitAnnounced() {
+	if a.announcing == nil {
+		return
+	}
+	text := "announce: " + <-a.announcing
+	a.announcing = nil
+	a.log("%s", text)
+	a.steps = append(a.steps, text)
 }
 
 // path is a system path as the agent reads and writes it (under Root in the agent's tests).
@@ -385,6 +398,7 @@ func (a *Agent) serve(ctx context.Context, m *manifest.Manifest, body []byte, da
 				message += "; a setup step failed"
 			}
 		}
+		a.waitAnnounced()
 		message += ". " + strings.Join(a.steps, "; ")
 		message += fmt.Sprintf("; %d ms from the claim to done", time.Since(a.claimed).Milliseconds())
 		a.log("%s", message)

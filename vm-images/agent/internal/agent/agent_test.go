@@ -426,7 +426,7 @@ func TestTheAgentServesAClaimEndToEnd(t *testing.T) {
 	}
 	done := stub.done[0]["message"].(string)
 	for _, part := range []string{"3 of 6 packages installed; failed: 2, 3, 4. ", "hostname: alice.sessions.example.org (kernel: alice)",
-		"address: 10.0.0.5 on lan0 (02:00:00:00:00:aa) as /24; replies leave by 10.0.0.1; gratuitous ARP sent; broadcast ping to 10.0.0.255",
+		"address: 10.0.0.5 on lan0 (02:00:00:00:00:aa) as /24; replies leave by 10.0.0.1; announced beside the next steps", "announce: gratuitous ARP sent; broadcast ping to 10.0.0.255",
 		"user: alice created, password set", "sudo: /etc/sudoers.d/codebrowse-alice", "ssh: ssh enabled (systemd not running here); fresh host keys", "ms from the claim to done"} {
 		if !strings.Contains(done, part) {
 			t.Errorf("done message lacks %q: %s", part, done)

@@ -407,22 +407,43 @@ func (a *Agent) setAddress(ctx context.Context) bool {
 			a.run(ctx, nil, "ndisc6", "-q", "-1", addr, iface)
 		}
 	} else {
-		if a.Host.Has("arping") {
-			if status, _ := a.run(ctx, nil, "arping", "-U", "-c", "2", "-I", iface, addr); status == 0 {
-				how += "; gratuitous ARP sent"
-			} else {
-				how += "; no gratuitous ARP (arping missing or failed)"
-			}
-		} else {
-			how += "; no gratuitous ARP (arping missing or failed)"
-		}
-		if bc := a.m.String("network.broadcast"); bc != "" && onlyChars(bc, "0123456789.") {
-			a.run(ctx, nil, "ping", "-b", "-c", "1", "-W", "1", "-I", iface, bc)
-			how += "; broadcast ping to " + bc
-		}
+		a.announce(ctx, iface, addr)
+		how += "; announced beside the next steps"
 	}
 	a.step("address", start, "%s %s", addr, how)
 	return true
+}
+
+// announce tells the LAN of the address (gratuitous ARP, and a broadcast ping so neighbours learn
+// it) in the background: arping waits a second between its two packets and ping a second for its
+// answer, which the user and package steps need not wait for. The agent waits for it before it
+// says done (waitAnnounced), so a Ready session has been announced.
+func (a *Agent) announce(ctx context.Context, iface, addr string) {
+	bc := a.m.String("network.broadcast")
+	if !onlyChars(bc, "0123456789.") {
+		bc = ""
+	}
+	done := make(chan string, 1)
+	a.announcing = done
+	go func() {
+		start := time.Now()
+		arp := make(chan string, 1)
+		go func() {
+			if a.Host.Has("arping") {
+				if status, _ := a.run(ctx, nil, "arping", "-U", "-c", "2", "-I", iface, addr); status == 0 {
+					arp <- "gratuitous ARP sent"
+					return
+				}
+			}
+			arp <- "no gratuitous ARP (arping missing or failed)"
+		}()
+		text := ""
+		if bc != "" {
+			a.run(ctx, nil, "ping", "-b", "-c", "1", "-W", "1", "-I", iface, bc)
+			text = "; broadcast ping to " + bc
+		}
+		done <- fmt.Sprintf("%s%s (%d ms)", <-arp, text, time.Since(start).Milliseconds())
+	}()
 }
 
 func (a *Agent) hasAddress(iface, addr string) bool {
