@@ -59,6 +59,39 @@ func isFile(p string) bool {
 	return err == nil && st.Mode().IsRegular()
 }
 
+// unpackChecked checks an archive's listing, unpacks it into a fresh directory in the user's home
+// and checks the tree again; the directory, or false when the package was refused (said in pr).
+// A crash half-way left an unpack dir of ours in the home: it goes, and this one takes its place.
+func (a *Agent) unpackChecked(pr *pkgRun, file, name string, kind archive.Kind) (string, bool) {
+	lim := archive.Limits{MaxEntries: a.S.ArchiveMaxEntries, MaxBytes: a.S.ArchiveMaxBytes, MaxRatio: a.S.ArchiveMaxRatio}
+	limit, err := archive.Check(file, kind, lim)
+	if err != nil {
+		a.refused(pr, err)
+		return "", false
+	}
+	stateFile := a.session("pkg-" + pr.p.Index + ".unpack-dir")
+	dir := firstLine(stateFile)
+	if dir != "" && isDir(dir) {
+		_ = os.RemoveAll(dir)
+	} else {
+		dir = freshPath(a.path(a.user.Home), archive.StripSuffix(name))
+	}
+	_ = os.WriteFile(stateFile, []byte(dir+"\n"), 0o600)
+	notes, err := archive.Unpack(file, kind, limit, dir)
+	for _, n := range notes {
+		pr.note("%s", n)
+	}
+	if err == nil {
+		err = archive.CheckTree(dir, limit)
+	}
+	if err != nil {
+		_ = os.RemoveAll(dir)
+		a.refused(pr, err)
+		return "", false
+	}
+	return dir, true
+}
+
 // interfaceAddresses: the addresses on a NIC (the hosts' Addresses).
 func interfaceAddresses(iface string) ([]net.IP, error) {
 	i, err := net.InterfaceByName(iface)

@@ -111,31 +111,8 @@ func (a *Agent) installDeb(ctx context.Context, pr *pkgRun, file string) {
 }
 
 func (a *Agent) installArchive(ctx context.Context, pr *pkgRun, file, name string, kind archive.Kind, work string) {
-	lim := archive.Limits{MaxEntries: a.S.ArchiveMaxEntries, MaxBytes: a.S.ArchiveMaxBytes, MaxRatio: a.S.ArchiveMaxRatio}
-	limit, err := archive.Check(file, kind, lim)
-	if err != nil {
-		a.refused(pr, err)
-		return
-	}
-	// A crash half-way left an unpack dir of ours in the home: it goes, and this one takes its place.
-	stateFile := a.session("pkg-" + pr.p.Index + ".unpack-dir")
-	dir := firstLine(stateFile)
-	if dir != "" && isDir(dir) {
-		_ = os.RemoveAll(dir)
-	} else {
-		dir = freshPath(a.path(a.user.Home), archive.StripSuffix(name))
-	}
-	_ = os.WriteFile(stateFile, []byte(dir+"\n"), 0o600)
-	notes, err := archive.Unpack(file, kind, limit, dir)
-	for _, n := range notes {
-		pr.note("%s", n)
-	}
-	if err == nil {
-		err = archive.CheckTree(dir, limit)
-	}
-	if err != nil {
-		_ = os.RemoveAll(dir)
-		a.refused(pr, err)
+	dir, ok := a.unpackChecked(pr, file, name, kind)
+	if !ok {
 		return
 	}
 	_ = os.Chmod(dir, 0o755)

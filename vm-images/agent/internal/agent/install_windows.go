@@ -113,30 +113,8 @@ func silentFlags(file string) []string {
 }
 
 func (a *Agent) installZip(ctx context.Context, pr *pkgRun, file, name, work string) {
-	lim := archive.Limits{MaxEntries: a.S.ArchiveMaxEntries, MaxBytes: a.S.ArchiveMaxBytes, MaxRatio: a.S.ArchiveMaxRatio}
-	limit, err := archive.Check(file, archive.Zip, lim)
-	if err != nil {
-		a.refused(pr, err)
-		return
-	}
-	stateFile := a.session("pkg-" + pr.p.Index + ".unpack-dir")
-	dir := firstLine(stateFile)
-	if dir != "" && isDir(dir) {
-		_ = os.RemoveAll(dir)
-	} else {
-		dir = freshPath(a.path(a.user.Home), archive.StripSuffix(name))
-	}
-	_ = os.WriteFile(stateFile, []byte(dir+"\n"), 0o600)
-	notes, err := archive.Unpack(file, archive.Zip, limit, dir)
-	for _, n := range notes {
-		pr.note("%s", n)
-	}
-	if err == nil {
-		err = archive.CheckTree(dir, limit)
-	}
-	if err != nil {
-		_ = os.RemoveAll(dir)
-		a.refused(pr, err)
+	dir, ok := a.unpackChecked(pr, file, name, archive.Zip)
+	if !ok {
 		return
 	}
 	pr.note("unpacked into %s", dir)
