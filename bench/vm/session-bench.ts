@@ -92,10 +92,15 @@ function stepsOf(message: string): Map<string, number> {
   return steps;
 }
 
-async function sshAnswers(user: string, ip: string, password: string): Promise<boolean> {
+/** An askpass program that answers PASSWORD, for ssh without a terminal (written once per session). */
+async function askpassFor(user: string, password: string): Promise<string> {
   const askpass = join(dir, `askpass-${user}.sh`);
   await writeFile(askpass, `#!/bin/sh\nprintf '%s\\n' '${password.replace(/'/g, '')}'\n`);
   await chmod(askpass, 0o700);
+  return askpass;
+}
+
+async function sshAnswers(user: string, ip: string, askpass: string): Promise<boolean> {
   try {
     const { stdout } = await run(
       'ip',
@@ -185,7 +190,8 @@ async function oneSession(name: string, kind: 'warm' | 'cold'): Promise<Figures>
     throw new Error(`${name} was to claim a warm VM, got ${session.status!.vm}`);
   const login = await client.get<Secret>(Resources.Secret, loginSecretName(session), VMS);
   const password = Buffer.from(login!.data!.password!, 'base64').toString('utf8');
-  await eventually('ssh answers', () => sshAnswers(name, session.status!.ip!, password), 5 * MINUTE, 100);
+  const askpass = await askpassFor(name, password);
+  await eventually('ssh answers', () => sshAnswers(name, session.status!.ip!, askpass), 5 * MINUTE, 100);
   const sshAt = Date.now();
   const message = (session.status!.conditions as Condition[]).find((c) => c.type === 'Installed')!.message;
   await client.delete(Resources.BrowseSession, name, 'default');
