@@ -87,10 +87,11 @@ test: deps k8s-bin tools-bin agent-bin image-linux check ## everything the tests
 	@# Without TEST_ARGS: one test file at a time, the QEMU tests (e2e/vmhost) last. Each file runs
 	@# operators, or a control plane of its own, beside the shared one; two at once on a 2-core machine
 	@# (and a software-emulated guest takes a whole core) starved them into timeouts that were not
-	@# the code's. One at a time takes about 30 min warm, well inside CI's 90.
+	@# the code's. One at a time takes about 30 min warm, well inside CI's 90. --forceExit: in band,
+	@# a socket or timer a failed test left open kept jest alive until CI's 90 min ran out.
 	@if [ -z '$(TEST_ARGS)' ]; then \
-	  $(JEST) --json --outputFile=$(RESULTS) --maxWorkers=1 --testPathIgnorePatterns /node_modules/ /e2e/vmhost/ || status=$$?; \
-	  $(JEST) --json --outputFile=$(RESULTS_VM) --runInBand e2e/vmhost || status=$$?; \
+	  $(JEST) --json --outputFile=$(RESULTS) --forceExit --maxWorkers=1 --testPathIgnorePatterns /node_modules/ /e2e/vmhost/ || status=$$?; \
+	  $(JEST) --json --outputFile=$(RESULTS_VM) --forceExit --runInBand e2e/vmhost || status=$$?; \
 	  $(NODE) e2e/test-summary.ts $(RESULTS) $(RESULTS_VM); \
 	else \
 	  $(JEST) --json --outputFile=$(RESULTS) $(TEST_ARGS) || status=$$?; \

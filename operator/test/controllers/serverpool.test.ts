@@ -100,7 +100,9 @@ describe('a ServerPool', () => {
     );
 
     await admin.delete(Resources.BrowseSession, 'alice', ns.name);
-    await eventually('alice gone', async () => !(await admin.get(Resources.BrowseSession, 'alice', ns.name)));
+    // Gone once its VM is: virt-controller, the launcher pod's grace and the handler's finalizer
+    // take seconds, more on a loaded machine (CI once took over 20 s).
+    await eventually('alice gone', async () => !(await admin.get(Resources.BrowseSession, 'alice', ns.name)), 60_000);
     const released = await poolWhere(name, `${aliceNode} released`, (p) => !subnetsOf(p)[aliceNode]);
     expect(released.status?.totals).toMatchObject({ nodes: 3, capacity: 9, used: 0 });
 
@@ -114,7 +116,7 @@ describe('a ServerPool', () => {
     const lowest = [freed, before[aliceNode]!].sort((x, y) => Number(x.split('.')[2]) - Number(y.split('.')[2]))[0];
     const withE = await poolWhere(name, `${e} placed`, (p) => !!subnetsOf(p)[e]);
     expect(subnetsOf(withE)[e]).toBe(lowest);
-  });
+  }, 150_000);
 
   it('with no matching node says NoNodes, and with a range too small for its nodes says AddressesExhausted', async () => {
     const empty = uniqueName('pool');
@@ -194,7 +196,7 @@ describe('the gatekeeper', () => {
     await world.pool(name, {
       sessionsPerNode: 1,
       addresses: { cidr: '10.93.0.0/24', nodePrefix: 28 },
-      scheduling: { maxAttempts: 10, backoffBase: '30s', backoffCap: '1m' },
+      scheduling: { maxAttempts: 10, backoffBase: '5m', backoffCap: '10m' },
     });
     await poolWhere(name, 'one node', (p) => p.status?.totals?.nodes === 1);
     await world.session(ns.name, 'holder', { pool: name });
@@ -202,10 +204,11 @@ describe('the gatekeeper', () => {
     await world.session(ns.name, 'waiter', { pool: name });
     await sessionWhere('waiter', 'waiting', (s) => condition(s, 'Scheduled')?.reason === 'NoCapacity');
     await admin.delete(Resources.BrowseSession, 'holder', ns.name);
-    // Well before the 15–30 s backoff: the pool's change wakes it.
-    const waiter = await sessionWhere('waiter', 'placed', (s) => !!s.status?.ip, 10_000);
+    // Well before the 2.5–5 min backoff: the holder's end wakes it. The holder's VM must go first,
+    // which takes seconds (more on a loaded machine: CI once took over 10 s).
+    const waiter = await sessionWhere('waiter', 'placed', (s) => !!s.status?.ip, 90_000);
     expect(waiter.status?.ip).toBe(holder.status?.ip); // the lowest free address again
-  });
+  }, 150_000);
 });
 
 describe('scheduling order', () => {
