@@ -2,7 +2,7 @@
 // Tied mode (tests): the processes die with this one, even on SIGKILL, and stop() cleans up.
 // Detached mode (a human's cluster): they outlive the command that started them.
 import { type ChildProcess, spawn, spawnSync } from 'node:child_process';
-import { openSync, closeSync, readFileSync } from 'node:fs';
+import { appendFileSync, openSync, closeSync, readFileSync } from 'node:fs';
 import { mkdtemp, mkdir, readFile, rm, writeFile } from 'node:fs/promises';
 import { request } from 'node:https';
 import { request as httpRequest } from 'node:http';
@@ -238,6 +238,8 @@ export class ControlPlane {
   /** Running processes in start order (etcd first); stop() ends them in reverse. */
   private readonly processes: ChildProcess[];
   private readonly ownsDir: boolean;
+  /** Set by stop(): processes started with `restart` stay down from then on. */
+  private stopping = false;
   private readonly restart: Restart;
   private apiserver: ChildProcess | undefined;
   private paused = false;
@@ -418,12 +420,17 @@ export class ControlPlane {
    * Starts another process of the cluster (kube-controller-manager, virt-api, a player), tied to
    * this one as the others are (or detached), stopped by stop() before the API server; its log is
    * <dir>/<name>.log. With `netns`, it runs inside that network namespace.
+   *
+   * `restart`: started again when it exits before stop(), as kubelet restarts a control-plane pod
+   * (restartPolicy Always). virt-controller exits when it cannot renew its leader lease (an API
+   * server restart), and on a cluster it is back a moment later; without this it stayed gone and
+   * no VM's status followed its VMI any more. Not in detached mode (nothing of ours stays to watch).
    */
   async startProcess(
     name: string,
     binary: string,
     args: string[],
-    options: { netns?: string; env?: Record<string, string> } = {},
+    options: { netns?: string; env?: Record<string, string>; restart?: boolean } = {},
   ): Promise<{ pid: number; logFile: string; exited: () => boolean }> {
     const { detached } = this.restart;
     const command: Command = {
@@ -434,12 +441,28 @@ export class ControlPlane {
       env: options.env,
     };
     await rm(command.pidFile, { force: true });
-    const child = launch(command, detached);
+    let child = launch(command, detached);
     // Stopped before the API server and etcd (stop() goes in reverse order of start).
     this.processes.push(child);
     const pid = await binaryPid(child, command, detached);
     this.state.pids.others = { ...this.state.pids.others, [name]: pid };
     await writeFile(join(this.state.dir, 'state.json'), JSON.stringify(this.state, null, 2));
+    if (options.restart && !detached) {
+      const again = (): void => {
+        if (this.stopping) return;
+        // kubelet's back-off starts at 10 s; 1 s keeps a test's wait short and changes nothing else.
+        setTimeout(() => {
+          if (this.stopping) return;
+          appendFileSync(command.logFile, `--- ${name} exited; started again (as kubelet restarts its pod)\n`);
+          const index = this.processes.indexOf(child);
+          child = launch(command, detached);
+          if (index >= 0) this.processes[index] = child;
+          else this.processes.push(child);
+          child.once('exit', again);
+        }, 1000).unref();
+      };
+      child.once('exit', again);
+    }
     return { pid, logFile: command.logFile, exited: () => child.exitCode !== null || child.signalCode !== null };
   }
 
@@ -454,27 +477,37 @@ export class ControlPlane {
   async startControllers(): Promise<void> {
     const { binDir } = this.restart;
     const dir = this.state.dir;
-    await this.startProcess('kube-controller-manager', join(binDir, 'kube-controller-manager'), [
-      `--kubeconfig=${this.state.kubeconfig}`,
-      `--authentication-kubeconfig=${this.state.kubeconfig}`,
-      `--authorization-kubeconfig=${this.state.kubeconfig}`,
-      '--leader-elect=false',
-      '--secure-port=0',
-      '--controllers=*,-node-ipam-controller',
-      `--service-account-private-key-file=${join(dir, 'sa.key')}`,
-      `--root-ca-file=${this.state.caCert}`,
-      '--use-service-account-credentials=false',
-      '--concurrent-gc-syncs=5',
-      '--v=1',
-    ]);
-    await this.startProcess('kube-scheduler', join(binDir, 'kube-scheduler'), [
-      `--kubeconfig=${this.state.kubeconfig}`,
-      `--authentication-kubeconfig=${this.state.kubeconfig}`,
-      `--authorization-kubeconfig=${this.state.kubeconfig}`,
-      '--leader-elect=false',
-      '--secure-port=0',
-      '--v=1',
-    ]);
+    await this.startProcess(
+      'kube-controller-manager',
+      join(binDir, 'kube-controller-manager'),
+      [
+        `--kubeconfig=${this.state.kubeconfig}`,
+        `--authentication-kubeconfig=${this.state.kubeconfig}`,
+        `--authorization-kubeconfig=${this.state.kubeconfig}`,
+        '--leader-elect=false',
+        '--secure-port=0',
+        '--controllers=*,-node-ipam-controller',
+        `--service-account-private-key-file=${join(dir, 'sa.key')}`,
+        `--root-ca-file=${this.state.caCert}`,
+        '--use-service-account-credentials=false',
+        '--concurrent-gc-syncs=5',
+        '--v=1',
+      ],
+      { restart: true },
+    );
+    await this.startProcess(
+      'kube-scheduler',
+      join(binDir, 'kube-scheduler'),
+      [
+        `--kubeconfig=${this.state.kubeconfig}`,
+        `--authentication-kubeconfig=${this.state.kubeconfig}`,
+        `--authorization-kubeconfig=${this.state.kubeconfig}`,
+        '--leader-elect=false',
+        '--secure-port=0',
+        '--v=1',
+      ],
+      { restart: true },
+    );
   }
 
   /**
@@ -620,6 +653,7 @@ export class ControlPlane {
 
   /** Stops the API server and etcd and removes the state dir (unless it was given). */
   async stop(): Promise<void> {
+    this.stopping = true;
     this.resumeApiserver();
     await stopProcesses([...this.processes].reverse());
     this.processes.length = 0;

@@ -175,21 +175,26 @@ export async function startKubeVirt(
       '--subresources-only',
       '-v=2',
     ],
-    { netns: network.netns },
+    { netns: network.netns, restart: true },
   );
   const controllerPort = await freePort();
-  const controller = await plane.startProcess('virt-controller', join(binDir, 'virt-controller'), [
-    `--kubeconfig=${plane.kubeconfigFor('kubevirt-controller')}`,
-    '--listen=127.0.0.1',
-    `--port=${controllerPort}`,
-    `--prom-cert-file=${cert('kubevirt-controller-certs', 'tls.crt')}`,
-    `--prom-key-file=${cert('kubevirt-controller-certs', 'tls.key')}`,
-    '--launcher-image=quay.io/kubevirt/virt-launcher:v1.8.0',
-    '--leader-elect-lease-duration=4s',
-    '--leader-elect-renew-deadline=3s',
-    '--leader-elect-retry-period=1s',
-    '-v=2',
-  ]);
+  const controller = await plane.startProcess(
+    'virt-controller',
+    join(binDir, 'virt-controller'),
+    [
+      `--kubeconfig=${plane.kubeconfigFor('kubevirt-controller')}`,
+      '--listen=127.0.0.1',
+      `--port=${controllerPort}`,
+      `--prom-cert-file=${cert('kubevirt-controller-certs', 'tls.crt')}`,
+      `--prom-key-file=${cert('kubevirt-controller-certs', 'tls.key')}`,
+      '--launcher-image=quay.io/kubevirt/virt-launcher:v1.8.0',
+      '--leader-elect-lease-duration=4s',
+      '--leader-elect-renew-deadline=3s',
+      '--leader-elect-retry-period=1s',
+      '-v=2',
+    ],
+    { restart: true },
+  );
 
   // virt-api's Service reaches the process in the namespace: its endpoint, given by hand.
   const service = objects.find((o) => o.kind === 'Service' && o.metadata.name === 'virt-api')!;

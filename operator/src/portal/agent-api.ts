@@ -67,6 +67,15 @@ export interface AgentApiDeps {
   /** Agent Secrets (label codebrowse.io/vm). */
   secrets: Informer<Secret>;
   vms: Informer<VirtualMachine>;
+  /**
+   * Caches the answers are read from, so an agent's calls cost the API server nothing (issue 27:
+   * the portal made 4 live GETs per session). What a cache does not hold yet (a login Secret made
+   * a moment ago) is read live; a status write that meets a newer session reads it live.
+   */
+  sessions?: Informer<BrowseSession>;
+  /** Login Secrets (label codebrowse.io/login) in the VM namespace. */
+  logins?: Informer<Secret>;
+  pools?: Informer<ServerPool>;
   log: Logger;
   /**
    * Where a package's content lives in the download store (sha256/<hex> under the store the
@@ -245,11 +254,14 @@ export class AgentApi {
    * The session that claimed the VM: the one of the uid the claim recorded, never a later session
    * of the same name (whose password and packages are not this VM's to have).
    */
-  private async sessionOf(vm: VirtualMachine): Promise<BrowseSession | undefined> {
+  private async sessionOf(vm: VirtualMachine, live = false): Promise<BrowseSession | undefined> {
     const ref = vm.metadata.annotations?.[ANNOTATIONS.sessionRef];
     const uid = vm.metadata.annotations?.[ANNOTATIONS.sessionUid];
     if (!ref || !uid) return undefined;
     const [namespace, name] = ref.split('/');
+    // The cache's copy when it is this session; a later one of the same name, or none yet: ask.
+    const cached = live ? undefined : this.deps.sessions?.get(ref);
+    if (cached?.metadata.uid === uid) return cached;
     const session = await this.deps.client.get<BrowseSession>(Resources.BrowseSession, name!, namespace);
     return session?.metadata.uid === uid ? session : undefined;
   }
@@ -293,14 +305,15 @@ export class AgentApi {
     if (res.destroyed) return;
     if (!session) return send(res, 204); // a warm VM: not claimed yet, ask again
     const status = session.status ?? {};
-    const login = await this.deps.client.get<Secret>(
-      Resources.Secret,
-      loginSecretName(session),
-      vm.metadata.namespace, // logins live with the VMs
-    );
+    // Logins live with the VMs. Made just before the claim, so the cache may not hold it yet.
+    const login =
+      this.deps.logins?.get(`${vm.metadata.namespace}/${loginSecretName(session)}`) ??
+      (await this.deps.client.get<Secret>(Resources.Secret, loginSecretName(session), vm.metadata.namespace));
     const password = login?.data?.password ? Buffer.from(login.data.password, 'base64').toString('utf8') : undefined;
     const run = session.spec.mode === 'Run' && session.spec.run;
-    const pool = await this.deps.client.get<ServerPool>(Resources.ServerPool, session.spec.pool);
+    const pool =
+      this.deps.pools?.get(session.spec.pool) ??
+      (await this.deps.client.get<ServerPool>(Resources.ServerPool, session.spec.pool));
     const network = pool
       ? guestNetwork(pool, vm, status.ip ?? vm.metadata.annotations?.[ANNOTATIONS.address])
       : undefined;
@@ -377,7 +390,8 @@ export class AgentApi {
     change: (session: BrowseSession, status: BrowseSessionStatus) => BrowseSessionStatus,
   ): Promise<void> {
     for (let attempt = 0; attempt < 5; attempt++) {
-      const session = await this.sessionOf(vm);
+      // After a conflict the cache may still be behind: read the session live.
+      const session = await this.sessionOf(vm, attempt > 0);
       if (!session) throw new HttpError(409, 'this VM is not claimed by a session');
       const old = (session.status ?? {}) as Record<string, unknown>;
       const next = JSON.parse(JSON.stringify(change(session, session.status ?? {}))) as Record<string, unknown>;

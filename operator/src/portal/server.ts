@@ -7,8 +7,9 @@ import type { OperatorMetrics } from '../runtime/metrics.ts';
 import { Resources } from '../runtime/resources.ts';
 import type { KubeClient } from '../runtime/client.ts';
 import { DEFAULT_VM_NAMESPACE, type Secret, type VirtualMachine } from '../vm/builders.ts';
+import type { BrowseSession, ServerPool } from '../api/objects.ts';
 import { AgentApi } from './agent-api.ts';
-import type { SessionPages } from './pages.ts';
+import { type SessionPages, loginSecrets } from './pages.ts';
 import type { ConsoleProxy } from './console.ts';
 
 export interface Portal {
@@ -29,6 +30,9 @@ export function portalHandlers(
     client,
     secrets: manager.informer<Secret>(Resources.Secret, { labelSelector: 'codebrowse.io/vm', namespace: vmNamespace }),
     vms: manager.informer<VirtualMachine>(Resources.VirtualMachine, { namespace: vmNamespace }),
+    sessions: manager.informer<BrowseSession>(Resources.BrowseSession),
+    logins: loginSecrets(manager, vmNamespace),
+    pools: manager.informer<ServerPool>(Resources.ServerPool),
     log: log.child({ component: 'agent-api' }),
   });
 }

@@ -275,14 +275,21 @@ describe('a session', () => {
     await world.session(ns.name, 'gale', { pool, user: 'gale' });
     const withVm = await sessionWhere('gale', 'has a VM', (s) => !!s.status?.vm);
     expect(withVm.status?.vm).toMatch(/^warm-debian-12-/);
-    const events = (
-      await admin.list<
-        { reason: string; involvedObject: { name: string } } & import('../../src/runtime/client.ts').KubeObject
-      >(Resources.Event, ns.name)
-    ).items;
-    expect(events.some((e) => e.involvedObject.name === 'gale' && e.reason === 'VMClaimed')).toBe(true);
     await playAgent('gale');
     await sessionWhere('gale', 'Ready', (s) => s.status?.phase === 'Ready');
+    // The Ready event names the claimed VM (a claim has no Event of its own).
+    const ready = await eventually('the Ready event', async () =>
+      (
+        await admin.list<
+          {
+            reason: string;
+            message: string;
+            involvedObject: { name: string };
+          } & import('../../src/runtime/client.ts').KubeObject
+        >(Resources.Event, ns.name)
+      ).items.find((e) => e.involvedObject.name === 'gale' && e.reason === 'Ready'),
+    );
+    expect(ready.message).toContain(`on VM ${withVm.status!.vm}`);
     const vm = await admin.get<VirtualMachine>(Resources.VirtualMachine, withVm.status!.vm!, 'codebrowse-vms');
     expect(vm?.metadata.labels?.['codebrowse.io/warm']).toBeUndefined();
     // Unpaused through KubeVirt's API: virt-controller reports it Running, its VMI has no Paused condition.

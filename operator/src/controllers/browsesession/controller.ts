@@ -443,7 +443,7 @@ export function browseSessionController(options: SessionControllerOptions): Cont
         await ctx.event(
           'Normal',
           'Ready',
-          `${stepped.status.hostname} (${stepped.status.ip}) is ready until ${stepped.status.expiresAt}`,
+          `${stepped.status.hostname} (${stepped.status.ip}) is ready until ${stepped.status.expiresAt}, on VM ${stepped.status.vm}`,
         );
       }
       const waits = [stepped.requeueAfterMs, recheckNodeMs].filter((ms): ms is number => ms !== undefined);

@@ -1,6 +1,7 @@
 // Steps 6–10 of a session (DESIGN.md): login, VM (a warm claim or a cold clone), the guest's install
 // report, DNS, mail, Ready and expiry, plus the teardown that expiry and deletion share. Each step
 // reads the world, does at most a few writes, and says whether the session may go on.
+import { askKubeVirt } from '../../vm/kubevirt-actions.ts';
 import { randomBytes } from 'node:crypto';
 import { type BrowseSessionStatus, DEFAULT_RUN_TIMEOUT, packageRef } from '../../api/browsesession.ts';
 import { durationMs, durationOr } from '../../api/duration.ts';
@@ -36,13 +37,7 @@ import {
   sessionLabel,
   vmNamespace,
 } from '../../vm/builders.ts';
-import {
-  DEFAULT_START_TIMEOUT_MS,
-  KUBEVIRT_SUBRESOURCES,
-  describeVmState,
-  meaningOf,
-  printableStatus,
-} from '../../vm/kubevirt-state.ts';
+import { DEFAULT_START_TIMEOUT_MS, describeVmState, meaningOf, printableStatus } from '../../vm/kubevirt-state.ts';
 import { isWarmAndReady, nodeOf } from '../warmpool/controller.ts';
 import { carriedLabels } from '../../vm/carried-labels.ts';
 import { addressingOf } from '../../vm/pool-network.ts';
@@ -138,18 +133,16 @@ export async function ensureLogin(
   if (seen) return seen;
   const name = loginSecretName(session);
   const namespace = vmNamespace(pool);
-  let secret = await ctx.client.get<Secret>(Resources.Secret, name, namespace);
-  let token = pageTokenOf(secret);
-  if (!secret) {
-    token = generatePageToken();
-    try {
-      secret = await ctx.client.create(Resources.Secret, buildLoginSecret(session, pool, generatePassword(), token));
-    } catch (error) {
-      if (!isConflict(error)) throw error;
-      // Made by an earlier run of ours meanwhile: its token counts.
-      secret = await ctx.client.get<Secret>(Resources.Secret, name, namespace);
-      token = pageTokenOf(secret);
-    }
+  // Created without a look first (one request, not two, on the way every session takes); one
+  // that exists already (an earlier run of ours, before a crash) keeps its password and token.
+  let token: string | undefined = generatePageToken();
+  let secret: Secret | undefined;
+  try {
+    secret = await ctx.client.create(Resources.Secret, buildLoginSecret(session, pool, generatePassword(), token));
+  } catch (error) {
+    if (!isConflict(error)) throw error;
+    secret = await ctx.client.get<Secret>(Resources.Secret, name, namespace);
+    token = pageTokenOf(secret);
   }
   if (!token) {
     // A login Secret without a page token (edited by hand): give it one.
@@ -212,16 +205,19 @@ async function grantToSessionUser(
     roleRef: { apiGroup: 'rbac.authorization.k8s.io', kind: 'Role', name },
     subjects: [{ apiGroup: 'rbac.authorization.k8s.io', kind: 'User', name: `${usernamePrefix}${session.spec.user}` }],
   };
-  for (const [type, object] of [
-    [Resources.Role, role],
-    [Resources.RoleBinding, binding],
-  ] as const) {
-    try {
-      await ctx.client.create(type, object as KubeObject);
-    } catch (error) {
-      if (!isConflict(error)) throw error;
-    }
-  }
+  // Both at once: a binding may name a Role that is not there yet (RBAC resolves it when asked).
+  await Promise.all(
+    (
+      [
+        [Resources.Role, role],
+        [Resources.RoleBinding, binding],
+      ] as const
+    ).map(([type, object]) =>
+      ctx.client.create(type, object as KubeObject).catch((error: unknown) => {
+        if (!isConflict(error)) throw error;
+      }),
+    ),
+  );
 }
 
 /** Whether the VM was claimed by or made for the session. */
@@ -250,13 +246,7 @@ export function holdsVm(session: BrowseSession, vms: readonly VirtualMachine[]):
 
 /** Asks KubeVirt (virt-api's unpause subresource) to run a paused VM's VMI; fine when it is not paused any more. */
 export async function unpauseVm(vm: VirtualMachine, ctx: ReconcileContext): Promise<void> {
-  const { group, version, plural } = KUBEVIRT_SUBRESOURCES;
-  try {
-    await ctx.client.putSubresource(group, version, plural, vm.metadata.namespace!, vm.metadata.name!, 'unpause');
-  } catch (error) {
-    // 409: "VMI is not paused" (already running: a retry after a crash) or not running yet.
-    if (!isConflict(error)) throw error;
-  }
+  await askKubeVirt('unpause', vm, ctx.client);
 }
 
 /** Step 6: a warm VM on the session's node claimed (label change with a resourceVersion precondition), else a cold one. */
@@ -337,7 +327,8 @@ export async function ensureVm(
           },
         });
         deps.onClaim?.('warm');
-        await ctx.event('Normal', 'VMClaimed', `claimed warm VM ${vm.metadata.name} on node ${status.node}`);
+        // No Event of its own (one request less per session): the Ready event names the VM.
+        ctx.log.info({ vm: vm.metadata.name, node: status.node }, 'warm VM claimed');
         break;
       } catch (error) {
         if (!(error instanceof Error && 'status' in error && error.status === 409)) throw error;

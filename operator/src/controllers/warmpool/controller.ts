@@ -3,19 +3,13 @@
 // still start (a warm VM holds one session's slot). A session claims one by relabelling it and
 // unpausing it (see browsesession/machine.ts); this reconciler refills the pool in the background
 // and replaces warm VMs that KubeVirt cannot get running within the pool's start timeout.
+import { askKubeVirt } from '../../vm/kubevirt-actions.ts';
 import { randomBytes } from 'node:crypto';
 import type { BrowseSession, Node, ServerPool } from '../../api/objects.ts';
 import type { ServerPoolStatus } from '../../api/serverpool.ts';
 import { durationOr } from '../../api/duration.ts';
-import { isConflict } from '../../runtime/client.ts';
 import type { ControllerDefinition, ReconcileContext, ReconcileResult } from '../../runtime/controller.ts';
-import {
-  DEFAULT_START_TIMEOUT_MS,
-  KUBEVIRT_SUBRESOURCES,
-  describeVmState,
-  meaningOf,
-  printableStatus,
-} from '../../vm/kubevirt-state.ts';
+import { DEFAULT_START_TIMEOUT_MS, describeVmState, meaningOf, printableStatus } from '../../vm/kubevirt-state.ts';
 import { labelKeys } from '../../runtime/controller.ts';
 import type { Informer } from '../../runtime/informer.ts';
 import { Resources } from '../../runtime/resources.ts';
@@ -58,7 +52,11 @@ export function nodeOf(vm: VirtualMachine): string | undefined {
   return vm.spec?.template?.spec?.nodeSelector?.['kubernetes.io/hostname'];
 }
 
+/** The warm counts change with every VM made, paused or claimed: written at most this often per pool. */
+const STATUS_INTERVAL_MS = 1000;
+
 export function warmPoolController(options: WarmPoolOptions): ControllerDefinition<ServerPool> {
+  const lastStatusWrite = new Map<string, number>();
   return {
     name: 'warmpool',
     type: Resources.ServerPool,
@@ -181,8 +179,17 @@ export function warmPoolController(options: WarmPoolOptions): ControllerDefiniti
         for (const vm of list) if (readyToPause(vm)) await pauseVm(vm, ctx);
         warmStatus.push({ image: image.name, wanted, ready: list.filter(isWarmAndReady).length });
       }
-      const status: ServerPoolStatus = { ...pool.status, warm: warmStatus };
-      await ctx.writer.patchStatus(Resources.ServerPool, pool, status);
+      // During a burst of claims, one write a second carries what changed meanwhile (the queue
+      // folds the VM events in between into the reconcile it asks for).
+      const sinceLastWrite = now - (lastStatusWrite.get(ctx.key) ?? 0);
+      let statusDueMs: number | undefined;
+      if (JSON.stringify(pool.status?.warm ?? []) !== JSON.stringify(warmStatus)) {
+        if (sinceLastWrite < STATUS_INTERVAL_MS) statusDueMs = STATUS_INTERVAL_MS - sinceLastWrite;
+        else if (
+          (await ctx.writer.patchStatus(Resources.ServerPool, pool, { ...pool.status, warm: warmStatus })).written
+        )
+          lastStatusWrite.set(ctx.key, now);
+      }
 
       async function deleteWarm(vm: VirtualMachine): Promise<void> {
         await ctx.writer.delete(Resources.VirtualMachine, vm);
@@ -199,7 +206,11 @@ export function warmPoolController(options: WarmPoolOptions): ControllerDefiniti
         if (secret.metadata.namespace === namespace && ours && vm && !names.has(vm) && old)
           await ctx.writer.delete(Resources.Secret, secret);
       }
-      if (recheckMs !== undefined && Number.isFinite(recheckMs)) return { requeueAfterMs: Math.max(1000, recheckMs) };
+      const waits = [
+        ...(recheckMs !== undefined && Number.isFinite(recheckMs) ? [Math.max(1000, recheckMs)] : []),
+        ...(statusDueMs !== undefined ? [statusDueMs] : []),
+      ];
+      if (waits.length) return { requeueAfterMs: Math.min(...waits) };
     },
   };
 }
@@ -231,11 +242,6 @@ export function readyToPause(vm: VirtualMachine): boolean {
 
 /** KubeVirt's pause (virt-api's subresource); 409 (already paused, or not running yet) is left to the next look. */
 async function pauseVm(vm: VirtualMachine, ctx: ReconcileContext): Promise<void> {
-  const { group, version, plural } = KUBEVIRT_SUBRESOURCES;
-  try {
-    await ctx.client.putSubresource(group, version, plural, vm.metadata.namespace!, vm.metadata.name!, 'pause');
+  if ((await askKubeVirt('pause', vm, ctx.client)) === 'accepted')
     ctx.log.info({ vm: vm.metadata.name }, 'warm VM paused');
-  } catch (error) {
-    if (!isConflict(error)) throw error;
-  }
 }
