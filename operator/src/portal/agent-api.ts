@@ -300,8 +300,11 @@ export class AgentApi {
   }
 
   private async manifest(vm: VirtualMachine, res: ServerResponse, waitSeconds: number): Promise<void> {
-    const session =
+    let session =
       (await this.sessionOf(vm)) ?? (waitSeconds > 0 ? await this.claimOf(vm, waitSeconds, res) : undefined);
+    // A claim is made after the placement is written; a cache that has seen the claim (the VM's
+    // watch) but not yet the placement (the session's) is asked past.
+    if (session && !session.status?.node) session = await this.sessionOf(vm, true);
     if (res.destroyed) return;
     if (!session) return send(res, 204); // a warm VM: not claimed yet, ask again
     const status = session.status ?? {};

@@ -9,6 +9,7 @@ import type { VirtualMachine } from './builders.ts';
 import { KUBEVIRT_SUBRESOURCES } from './kubevirt-state.ts';
 
 const ASK_AGAIN_MS = 10_000;
+const CONFLICT_ASK_AGAIN_MS = 1000;
 const asked = new LRUCache<string, true>({ max: 100_000, ttl: ASK_AGAIN_MS });
 
 /**
@@ -30,7 +31,9 @@ export async function askKubeVirt(
     return 'accepted';
   } catch (error) {
     if (!isConflict(error)) throw error;
-    asked.set(key, true);
+    // "already paused" (nothing to do) or "not running yet" (soon to do): ask again a second
+    // later at the soonest, not at once on every event.
+    asked.set(key, true, { ttl: CONFLICT_ASK_AGAIN_MS });
     return 'conflict';
   }
 }
