@@ -356,6 +356,8 @@ try {
         return;
       } catch (error) {
         // kube-apiserver restarting (the third round): kubectl apply would be run again.
+        // A create that landed while its answer was lost to the restart: it is there.
+        if (attempt > 0 && /already exists/.test(String(error))) return;
         if (attempt > 100 || /already exists/.test(String(error))) throw error;
         await sleep(200);
       }
